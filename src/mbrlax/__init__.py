@@ -1,0 +1,3 @@
+"""mbrlax: model-based reinforcement learning in JAX."""
+
+__version__ = "0.1.0"

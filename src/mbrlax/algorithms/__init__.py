@@ -1,0 +1,1 @@
+"""One file per algorithm, each with a `Config` dataclass and `train(cfg) -> Result`."""
