@@ -264,6 +264,12 @@ def main():
         "total_wall_seconds": t_end - t_start,
         "breakdown_in_window": breakdown,
         "model_training_epochs_per_training": model_epochs,
+        "model_training_seconds_per_training": [dt for (_, dt) in timers.in_loop["model_train_only"]],
+        "model_training_ms_per_epoch": 1e3 * sum(dt for (_, dt) in timers.in_loop["model_train_only"])
+        / max(1, sum(model_epochs)),
+        "model_training_note": "ModelTrainer.train runs until `patience` epochs without validation "
+                               "improvement (num_epochs_train_model unset), so its cost per training "
+                               "varies run to run; ms_per_epoch is the stable quantity",
         "counts_whole_run": dict(timers.count),
         "best_eval_reward": float(best_reward),
         "hyperparameters": {

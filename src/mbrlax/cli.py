@@ -22,7 +22,7 @@ from mbrlax.runs import CheckpointError
 
 @dataclass
 class EvalArgs:
-    run: str
+    run: tyro.conf.Positional[str]
     """Run directory with a checkpoint."""
     episodes: int = 10
     """Evaluation episodes."""
@@ -32,7 +32,7 @@ class EvalArgs:
 
 @dataclass
 class PlotArgs:
-    runs: tuple[str, ...]
+    runs: tyro.conf.Positional[tuple[str, ...]]
     """Run directories to plot on one figure."""
     out: str | None = None
     """Output PNG (default: curves.png in the first run directory, or curve.png for one run)."""

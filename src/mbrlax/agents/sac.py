@@ -45,6 +45,8 @@ class SAC:
         target_entropy: float | None = None,
         autotune_alpha: bool = True,
     ):
+        # Equal settings make equal (hashable) objects, so jitted methods share their compiled code.
+        self._spec = (obs_dim, act_dim, tuple(hidden), lr, gamma, tau, init_alpha, target_entropy, autotune_alpha)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.actor_net = TanhGaussianActor(tuple(hidden), act_dim)
         self.critic_net = TwinQ(tuple(hidden))
@@ -52,6 +54,12 @@ class SAC:
         self.target_entropy = -float(act_dim) if target_entropy is None else float(target_entropy)
         self.autotune_alpha = autotune_alpha
         self.actor_tx, self.critic_tx, self.alpha_tx = optax.adam(lr), optax.adam(lr), optax.adam(lr)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._spec == self._spec
+
+    def __hash__(self) -> int:
+        return hash(self._spec)
 
     @partial(jax.jit, static_argnums=0)
     def init(self, key: jax.Array) -> SACState:

@@ -27,6 +27,7 @@ averages `eval_episodes` deterministic episodes instead of one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -308,7 +309,7 @@ def _restore(payload: dict, fresh: dict, cfg: Config) -> dict:
     saved = payload["config"]
     for name in ("env", "ensemble_size", "sac_hidden", "model_hidden", "seed"):
         mine, theirs = getattr(cfg, name), saved.get(name)
-        if (list(mine) if isinstance(mine, tuple) else mine) != theirs:
+        if _plain(mine) != _plain(theirs):
             raise runs.CheckpointError(
                 f"checkpoint was made with {name}={theirs!r} but this run has {name}={mine!r}; resume with the "
                 f"run's own config (`--resume` alone reads it from config.json)."
@@ -359,7 +360,8 @@ def train(cfg: Config) -> Result:
 
     if st["obs"] is None or st["env_state"] is None:
         st["obs"], _ = env.reset(seed=cfg.seed + st["episode"]["count"])
-    else:
+    else:  # continue the interrupted episode exactly where it was
+        env.reset(seed=cfg.seed)
         set_env_state(env, st["env_state"])
     use_model = cfg.real_ratio < 1.0
     n_real = cfg.sac_batch_size if not use_model else max(1, int(round(cfg.sac_batch_size * cfg.real_ratio)))
@@ -473,10 +475,15 @@ def train(cfg: Config) -> Result:
     return Result(run_dir, st["t"], final["eval/return_mean"], final["eval/return_std"], evals)
 
 
+def _plain(x: Any) -> Any:
+    """Tuples and lists compare equal after this (configs round-trip through JSON)."""
+    return json.loads(json.dumps(x, default=list))
+
+
 def _warn(msg: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[yellow]warning:[/yellow] {msg}")
+    Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] {msg}")
 
 
 def load_policy(run_dir: str | Path):

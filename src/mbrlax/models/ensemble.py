@@ -131,6 +131,9 @@ class EnsembleModel:
     ):
         if num_elites > ensemble_size:
             raise ValueError(f"num_elites={num_elites} exceeds ensemble_size={ensemble_size}")
+        # Equal settings make equal (hashable) objects, so jitted functions share their compiled code.
+        self._spec = (obs_dim, act_dim, ensemble_size, num_elites, tuple(hidden), probabilistic,
+                      learn_termination, lr, tuple(weight_decay), logvar_bound_coef)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.ensemble_size, self.num_elites = ensemble_size, num_elites
         self.probabilistic, self.learn_termination = probabilistic, learn_termination
@@ -142,6 +145,12 @@ class EnsembleModel:
         self.weight_decay = wd if len(wd) == n_layers else (wd[0],) * n_layers
         self.logvar_bound_coef = logvar_bound_coef
         self.optimizer = optax.adam(lr)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._spec == self._spec
+
+    def __hash__(self) -> int:
+        return hash(self._spec)
 
     # ---- state -------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> ModelState:
