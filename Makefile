@@ -1,5 +1,5 @@
 # The two commands of the README. Each makes its own virtual environment and installs what it needs.
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 

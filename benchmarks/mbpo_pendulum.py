@@ -1,0 +1,116 @@
+"""MBPO vs SAC alone on Pendulum-v1: steps until the evaluation return first reaches -200, per seed.
+
+Both use the Pendulum preset of mbrlax.algorithms.mbpo (10 SAC updates per step, 400 random steps first);
+SAC alone is the same loop with real_ratio=1 (no model). Runs are resumable: re-running the script continues
+unfinished runs from their checkpoints and skips finished ones.
+
+    python benchmarks/mbpo_pendulum.py [--seeds 0 1 2] [--steps 5000] [--workers 2]
+
+Writes benchmarks/results/mbpo_pendulum.json and mbpo_pendulum.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+
+THRESHOLD = -200.0
+
+
+def run_one(algo: str, seed: int, steps: int) -> str:
+    from mbrlax import runs
+    from mbrlax.algorithms import mbpo
+
+    run_dir = RUNS / f"pendulum-{algo}-s{seed}"
+    real_ratio = 1.0 if algo == "sac" else None
+    if (run_dir / "checkpoint.pkl").exists():
+        if runs.load_checkpoint(run_dir)["t"] >= steps:
+            return str(run_dir)
+        mbpo.train(mbpo.Config(resume=str(run_dir), steps=steps, progress=False))
+    else:
+        mbpo.train(mbpo.Config(env="Pendulum-v1", seed=seed, steps=steps, real_ratio=real_ratio,
+                               run_dir=str(run_dir), progress=False))
+    return str(run_dir)
+
+
+def curve(run_dir: str) -> tuple[list[int], list[float]]:
+    from mbrlax.runs import read_metrics
+
+    rows = [r for r in read_metrics(run_dir) if "eval/return_mean" in r]
+    return [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]
+
+
+def first_crossing(steps: list[int], returns: list[float]) -> int | None:
+    return next((s for s, r in zip(steps, returns) if r >= THRESHOLD), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    info = machine()
+    jobs = [(a, s) for s in args.seeds for a in ("mbpo", "sac")]
+    # spawn, not fork: JAX is multithreaded and a forked child can deadlock
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        dirs = dict(zip(jobs, pool.map(run_one, *zip(*jobs), [args.steps] * len(jobs))))
+
+    result: dict = {"threshold": THRESHOLD, "steps": args.steps, "machine": info, "runs": {}}
+    for (algo, seed), d in dirs.items():
+        x, y = curve(d)
+        result["runs"][f"{algo}/s{seed}"] = {
+            "crossing_step": first_crossing(x, y), "final_return": y[-1], "eval_steps": x, "eval_returns": y,
+            "config": json.loads((Path(d) / "config.json").read_text()),
+        }
+    for algo in ("mbpo", "sac"):
+        cross = [result["runs"][f"{algo}/s{s}"]["crossing_step"] for s in args.seeds]
+        reached = [c for c in cross if c is not None]
+        result[algo] = {
+            "crossing_steps": cross,
+            "all_seeds_reached": len(reached) == len(cross),
+            "median_crossing_step": float(np.median([c if c is not None else np.inf for c in cross])),
+        }
+    m, s = result["mbpo"]["median_crossing_step"], result["sac"]["median_crossing_step"]
+    result["sample_efficiency_ratio_sac_over_mbpo"] = s / m if np.isfinite(s) and np.isfinite(m) else None
+    write_json("mbpo_pendulum.json", result)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for algo, color in (("mbpo", "tab:blue"), ("sac", "tab:orange")):
+        ys = []
+        for seed in args.seeds:
+            x, y = result["runs"][f"{algo}/s{seed}"]["eval_steps"], result["runs"][f"{algo}/s{seed}"]["eval_returns"]
+            ax.plot(x, y, color=color, alpha=0.3, lw=1)
+            ys.append(y)
+        n = min(len(y) for y in ys)
+        ax.plot(x[:n], np.median([y[:n] for y in ys], 0), color=color, lw=2.2,
+                label=f"{algo.upper() if algo == 'mbpo' else 'SAC alone'} (median of {len(ys)} seeds; "
+                      f"crosses at {result[algo]['crossing_steps']})")
+    ax.axhline(THRESHOLD, color="k", ls="--", lw=1, label="-200")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return (5 episodes)")
+    ratio = result["sample_efficiency_ratio_sac_over_mbpo"]
+    ax.set_title(f"Pendulum-v1: MBPO vs SAC alone" + (f" — {ratio:.1f}× fewer steps to -200" if ratio else ""))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "mbpo_pendulum.png", dpi=110)
+    print(json.dumps({k: result[k] for k in ("mbpo", "sac", "sample_efficiency_ratio_sac_over_mbpo")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
