@@ -58,7 +58,7 @@ PRESETS = {
 }
 
 
-def compose_cfg(preset: str, steps: int, seed: int, initial_exploration: int | None):
+def compose_cfg(preset: str, steps: int, seed: int, initial_exploration: int | None, model_epochs: int | None = None):
     conf_dir = pathlib.Path(mbrl.__file__).parent / "examples" / "conf"
     override_name, env_id = PRESETS[preset]
     main = omegaconf.OmegaConf.load(conf_dir / "main.yaml")
@@ -90,6 +90,11 @@ def compose_cfg(preset: str, steps: int, seed: int, initial_exploration: int | N
         changes["overrides.env"] = (override_name, cfg.overrides.env, env_id)
         cfg.overrides.env = env_id
     preset_num_steps = int(cfg.overrides.num_steps)
+    epoch_len = int(cfg.overrides.epoch_length)
+    if steps % epoch_len:
+        new = -(-steps // epoch_len) * epoch_len
+        print(f"note: mbpo.train runs whole epochs of {epoch_len} steps; --steps {steps} -> {new}")
+        steps = new
     changes["overrides.num_steps"] = (override_name, preset_num_steps, steps)
     cfg.overrides.num_steps = steps
     changes["algorithm.dataset_size"] = ("unset -> overrides.num_steps", None, preset_num_steps)
@@ -101,6 +106,13 @@ def compose_cfg(preset: str, steps: int, seed: int, initial_exploration: int | N
             initial_exploration,
         )
         cfg.algorithm.initial_exploration_steps = initial_exploration
+    if model_epochs is not None:
+        # a fixed number of model epochs per training (early stopping off), so that a side-by-side
+        # comparison does the same model-training work in both libraries
+        changes["overrides.num_epochs_train_model"] = (override_name, cfg.overrides.get("num_epochs_train_model"), model_epochs)
+        changes["overrides.patience"] = (override_name, cfg.overrides.get("patience"), 10**6)
+        cfg.overrides.num_epochs_train_model = model_epochs
+        cfg.overrides.patience = 10**6
     return cfg, changes, override_name
 
 
@@ -131,7 +143,8 @@ class Timers:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), required=True)
-    p.add_argument("--steps", type=int, default=1250, help="environment steps of the MBPO loop")
+    p.add_argument("--steps", type=int, default=1250, help="environment steps of the MBPO loop, rounded up to whole epochs of the preset "
+                   "(epoch_length 250 for inv_pendulum, 1000 for halfcheetah)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -141,12 +154,14 @@ def main():
         default=None,
         help="override algorithm.initial_exploration_steps (default: keep the preset's 5000)",
     )
+    p.add_argument("--model-epochs", type=int, default=None,
+                   help="fixed model-training epochs per training, early stopping off (default: the preset's early stopping)")
     args = p.parse_args()
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    cfg, changes, override_name = compose_cfg(args.preset, args.steps, args.seed, args.initial_exploration)
+    cfg, changes, override_name = compose_cfg(args.preset, args.steps, args.seed, args.initial_exploration, args.model_epochs)
     ov, alg, dm = cfg.overrides, cfg.algorithm, cfg.dynamics_model
     freq = int(ov.freq_train_model)
 
@@ -212,7 +227,7 @@ def main():
 
     T = state["loop_step_t"] + [t_end]
     n = len(T) - 1
-    assert n == args.steps, (n, args.steps)
+    # mbpo.train only checks num_steps between epochs, so it runs whole epochs: n may exceed --steps.
     s = freq - 1
     k = (n - s) // freq
     if k < 1:
@@ -271,6 +286,7 @@ def main():
                                "improvement (num_epochs_train_model unset), so its cost per training "
                                "varies run to run; ms_per_epoch is the stable quantity",
         "counts_whole_run": dict(timers.count),
+        "seconds_whole_run": dict(timers.total),
         "best_eval_reward": float(best_reward),
         "hyperparameters": {
             "sac_hidden_size": int(ov.sac_hidden_size),

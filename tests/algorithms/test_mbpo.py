@@ -132,7 +132,7 @@ def test_diverged_model_fit_keeps_last_good_model(tmp_path, monkeypatch, capsys)
 
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="real_ratio"):
-        mbpo.resolve(mbpo.Config(real_ratio=0.0))
+        mbpo.resolve(mbpo.Config(real_ratio=1.5))
     with pytest.raises(ValueError, match="rollout_schedule"):
         mbpo.resolve(mbpo.Config(rollout_schedule=(0, 1, 0, 1)))
 

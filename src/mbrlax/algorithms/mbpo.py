@@ -141,7 +141,7 @@ class Config:
     updates_per_step: int | None = None
     """G: SAC gradient updates per environment step."""
     real_ratio: float | None = None
-    """Fraction of each SAC batch drawn from real data; 1.0 turns MBPO into SAC alone."""
+    """Fraction of each SAC batch drawn from real data (0: model data only); 1.0 turns MBPO into SAC alone."""
     target_entropy: float | None = None
     """SAC's entropy target; None gives -dim(A)."""
     model_hidden: tuple[int, ...] | None = None
@@ -201,8 +201,8 @@ def resolve(cfg: Config) -> Config:
     cfg = dataclasses.replace(cfg, **filled)
     if cfg.checkpoint_every is None:
         cfg = dataclasses.replace(cfg, checkpoint_every=cfg.epoch_length)
-    if not 0.0 < cfg.real_ratio <= 1.0:
-        raise ValueError(f"real_ratio must be in (0, 1], got {cfg.real_ratio}")
+    if not 0.0 <= cfg.real_ratio <= 1.0:
+        raise ValueError(f"real_ratio must be in [0, 1], got {cfg.real_ratio}")
     if len(cfg.rollout_schedule) != 4 or cfg.rollout_schedule[2] < 1:
         raise ValueError(f"rollout_schedule must be [start epoch, end epoch, min k ≥ 1, max k], got {cfg.rollout_schedule}")
     for name in ("steps", "epoch_length", "model_train_freq", "rollout_batch_size", "updates_per_step", "eval_every"):
@@ -364,7 +364,7 @@ def train(cfg: Config) -> Result:
         env.reset(seed=cfg.seed)
         set_env_state(env, st["env_state"])
     use_model = cfg.real_ratio < 1.0
-    n_real = cfg.sac_batch_size if not use_model else max(1, int(round(cfg.sac_batch_size * cfg.real_ratio)))
+    n_real = cfg.sac_batch_size if not use_model else int(round(cfg.sac_batch_size * cfg.real_ratio))
     mean_act = jax.jit(sac.mean_action)
     bar = runs.ProgressBar(cfg.steps, f"{'mbpo' if use_model else 'sac'} {cfg.env}", cfg.progress, st["t"])
     evals = [(r["step"], r["eval/return_mean"]) for r in runs.read_metrics(run_dir) if "eval/return_mean" in r] \
@@ -380,6 +380,7 @@ def train(cfg: Config) -> Result:
 
             if learning and use_model and since % cfg.model_train_freq == 0:
                 # 2. fit the model on all of D_env (maximum likelihood, holdout early stopping, elites)
+                logger.log(t, {f"time/{k_}": v for k_, v in timer.items()})
                 tic = time.perf_counter()
                 st["key"], k_fit, k_roll = jax.random.split(st["key"], 3)
                 try:
@@ -438,6 +439,7 @@ def train(cfg: Config) -> Result:
                 real = st["real"].sample(st["np_rng"], (cfg.updates_per_step, n_real))
                 n_model = cfg.sac_batch_size - n_real if use_model else 0
                 st["sac"], sinfo, st["key"] = policy_updates(sac, st["sac"], real, st["fake"], st["key"], n_model)
+                jax.block_until_ready(st["sac"])  # so that the timers attribute this time to the policy
                 timer["policy"] += time.perf_counter() - tic
             st["t"] = t = t + 1
 
