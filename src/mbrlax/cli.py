@@ -55,13 +55,14 @@ def _train(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    from mbrlax.algorithms import mbpo
     from mbrlax.envs.make import make
     from mbrlax.evaluation import evaluate
+    from mbrlax.runs import run_algorithm
 
     args = tyro.cli(EvalArgs, args=argv, prog="mbrlax eval")
-    act, cfg = mbpo.load_policy(args.run)
-    env, _ = make(cfg.env, **cfg.env_kwargs)
+    module, _ = registry.get(run_algorithm(args.run))
+    act, cfg = module.load_policy(args.run)
+    env, _ = make(cfg.env, **(getattr(cfg, "env_kwargs", None) or {}))
     mean, std, _ = evaluate(env, act, args.episodes, args.seed)
     print(f"{cfg.env}: return {mean:.1f} ± {std:.1f} over {args.episodes} episodes ({args.run})")
     return 0

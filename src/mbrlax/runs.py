@@ -42,9 +42,22 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
     return path
 
 
-def save_config(run_dir: Path, cfg: Any) -> None:
+def save_config(run_dir: Path, cfg: Any, algorithm: str | None = None) -> None:
+    """config.json (the resolved config) and, given `algorithm` (its `mbrlax train` name), run.json, which
+    tells `mbrlax eval` and `--resume` which algorithm made the run."""
     d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     (run_dir / "config.json").write_text(json.dumps(d, indent=2, default=list) + "\n")
+    if algorithm is not None:
+        (run_dir / "run.json").write_text(json.dumps({"algorithm": algorithm}) + "\n")
+
+
+def run_algorithm(run_dir: str | os.PathLike) -> str:
+    """The algorithm name recorded in run.json ('mbpo' for runs made before run.json existed)."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        load_config(run_dir)  # a clear error if this is no run directory at all
+        return "mbpo"
+    return json.loads(path.read_text())["algorithm"]
 
 
 def load_config(run_dir: str | os.PathLike) -> dict:

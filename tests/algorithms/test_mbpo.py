@@ -42,6 +42,7 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path, capsys):
     for f in ("config.json", "metrics.jsonl", "curve.png", "checkpoint.pkl"):
         assert (rd / f).exists(), f
     assert list(rd.glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert runs.run_algorithm(rd) == "mbpo"  # run.json: `mbrlax eval` finds the algorithm's loader
     cfg = json.loads((rd / "config.json").read_text())
     assert cfg["steps"] == 80 and cfg["real_ratio"] == 0.1  # resolved: the Pendulum preset filled in
     metrics = runs.read_metrics(rd)

@@ -354,7 +354,7 @@ def train(cfg: Config) -> Result:
         name = f"{'sac' if cfg.real_ratio >= 1.0 else 'mbpo'}-{cfg.env}-s{cfg.seed}"
         run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, name)
         run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg)
+        runs.save_config(run_dir, cfg, algorithm="sac" if cfg.real_ratio >= 1.0 else "mbpo")
     logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
     logger.truncate_after(st["t"])  # rows after the checkpoint are re-done by this run
 
