@@ -58,7 +58,7 @@ def ours_config(hp: dict, preset: str, window: int, model_epochs: int):
         model_hidden=(int(hp["model_hidden_size"]),) * int(hp["model_num_layers"]),
         ensemble_size=int(hp["ensemble_size"]), num_elites=int(hp["num_elites"]), model_lr=float(hp["model_lr"]),
         model_batch_size=int(hp["model_batch_size"]), holdout_ratio=float(hp["validation_ratio"]),
-        model_max_epochs=model_epochs, model_patience=10**6,
+        model_max_epochs=model_epochs, model_patience=10**6, model_min_epoch_steps=1,  # epochs = passes, as mbrl-lib
         sac_hidden=(int(hp["sac_hidden_size"]),) * 2, sac_lr=float(hp["sac_lr"]), sac_batch_size=int(hp["sac_batch_size"]),
         gamma=float(hp["sac_gamma"]), tau=float(hp["sac_tau"]), replay_size=int(hp["real_replay_buffer_capacity"]),
         eval_every=10**9, eval_episodes=1, run_dir=str(RUNS / f"speed-{preset}"), progress=False,

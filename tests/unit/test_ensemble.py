@@ -129,3 +129,15 @@ def test_non_finite_loss_raises():
 def test_bad_sizes_rejected():
     with pytest.raises(ValueError, match="num_elites"):
         EnsembleModel(3, 2, ensemble_size=3, num_elites=5)
+
+
+def test_an_epoch_is_at_least_min_epoch_steps_minibatches():
+    # 100 transitions, batch 64: one pass is 2 minibatches; with min_epoch_steps=7 each epoch takes 7 steps,
+    # which Adam's step counter shows (2 epochs -> 14 steps; a pass-only epoch would give 4).
+    model = small_model()
+    state0 = model.init(jax.random.key(0))
+    for min_steps, expected in ((7, 14), (1, 4)):
+        state, info = fit(model, state0, linear_data(125), jax.random.key(1), batch_size=64, max_epochs=2,
+                          patience=10, min_epoch_steps=min_steps)
+        assert info["model/epochs"] == 2
+        assert int(state.opt_state[0].count) == expected

@@ -20,8 +20,10 @@ rollouts of `model_retain_epochs` epochs, and each SAC batch mixes a `real_ratio
 With `real_ratio=1` nothing model-based runs: that is SAC alone, with every other setting unchanged.
 
 Deviations from the paper's code, each deliberate: the ensemble also normalizes its targets; minibatches
-are drawn with replacement per member (a bootstrap) instead of per-member permutations; the evaluation
-averages `eval_episodes` deterministic episodes instead of one.
+are drawn with replacement per member (a bootstrap) instead of per-member permutations; a model-training
+epoch is at least `model_min_epoch_steps` minibatches (on small data the paper's patience of 5 one-pass
+epochs stops the fit after ~10 gradient steps); the evaluation averages `eval_episodes` deterministic
+episodes instead of one.
 """
 
 from __future__ import annotations
@@ -157,19 +159,31 @@ class Config:
     num_elites: int = 5
     """Members used for rollouts, by holdout error (paper: 5)."""
     model_lr: float = 1e-3
+    """Adam learning rate of the model (paper: 1e-3)."""
     model_batch_size: int = 256
+    """Minibatch size of model training, per member."""
     holdout_ratio: float = 0.2
+    """Fraction of D_env held out to measure each member's error (early stopping, elites)."""
     max_holdout: int = 5000
+    """Cap on the holdout set size (paper: 5000)."""
     model_patience: int = 5
     """Stop fitting after this many epochs without a 1 % holdout improvement."""
     model_max_epochs: int = 200
+    """Cap on model-training epochs per refit."""
+    model_min_epoch_steps: int = 50
+    """An epoch of model training is one pass over D_env but at least this many minibatches (small data)."""
     learn_termination: bool | None = None
     """Learn a termination head; None: only when mbrlax knows no termination function for the env."""
     sac_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of SAC's actor and each critic."""
     sac_lr: float = 3e-4
+    """Adam learning rate of actor, critics and temperature."""
     sac_batch_size: int = 256
+    """SAC minibatch size (real and model rows together)."""
     gamma: float = 0.99
+    """Discount factor."""
     tau: float = 0.005
+    """Polyak rate of the target critics."""
     replay_size: int = 1_000_000
     """Capacity of D_env."""
     run_root: str = "runs"
@@ -183,6 +197,7 @@ class Config:
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
+    """Also write TensorBoard event files (metrics.jsonl is always written)."""
 
 
 @dataclass
@@ -388,6 +403,7 @@ def train(cfg: Config) -> Result:
                         model, st["model"], st["real"].all(), k_fit, holdout_ratio=cfg.holdout_ratio,
                         max_holdout=cfg.max_holdout, batch_size=cfg.model_batch_size,
                         max_epochs=cfg.model_max_epochs, patience=cfg.model_patience,
+                        min_epoch_steps=cfg.model_min_epoch_steps,
                     )
                     st["model_fitted"] = True
                     logger.log(t, info)
