@@ -78,6 +78,7 @@ DEFAULTS: dict[str, Any] = dict(
     eval_every=1000,
     eval_episodes=3,
     env_kwargs={},
+    model_max_epochs=200,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -86,7 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(
         steps=5000, init_steps=400, epoch_length=200, model_train_freq=200, rollout_batch_size=20_000,
         rollout_schedule=(0, 10, 1, 1), model_retain_epochs=2, updates_per_step=10, real_ratio=0.1,
-        model_hidden=(200, 200, 200), eval_every=200, eval_episodes=5,
+        model_hidden=(200, 200, 200), eval_every=200, eval_episodes=5, model_max_epochs=50,
     ),
     # Paper config inverted_pendulum/0.py: 80 epochs of 250 steps, 10 updates/step, k=1, H_target=-0.05.
     "InvertedPendulum-v5": dict(
@@ -168,9 +169,9 @@ class Config:
     """Cap on the holdout set size (paper: 5000)."""
     model_patience: int = 5
     """Stop fitting after this many epochs without a 1 % holdout improvement."""
-    model_max_epochs: int = 200
+    model_max_epochs: int | None = None
     """Cap on model-training epochs per refit."""
-    model_min_epoch_steps: int = 50
+    model_min_epoch_steps: int = 20
     """An epoch of model training is one pass over D_env but at least this many minibatches (small data)."""
     learn_termination: bool | None = None
     """Learn a termination head; None: only when mbrlax knows no termination function for the env."""

@@ -85,7 +85,7 @@ def fit(
     max_epochs: int = 200,
     patience: int = 5,
     improvement: float = 0.01,
-    min_epoch_steps: int = 50,
+    min_epoch_steps: int = 20,
     on_epoch: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[ModelState, dict]:
     """Fit on all of `data` (host arrays N×…). Returns the new state and an info dict with the epochs run,
