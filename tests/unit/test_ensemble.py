@@ -141,3 +141,7 @@ def test_an_epoch_is_at_least_min_epoch_steps_minibatches():
                           patience=10, min_epoch_steps=min_steps)
         assert info["model/epochs"] == 2
         assert int(state.opt_state[0].count) == expected
+    # a refit keeps the weights but starts a fresh optimizer state (the step count restarts)
+    state2, _ = fit(model, state, linear_data(125), jax.random.key(2), batch_size=64, max_epochs=2, patience=10,
+                    min_epoch_steps=1)
+    assert int(state2.opt_state[0].count) == 4
