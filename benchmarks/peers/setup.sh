@@ -4,6 +4,7 @@
 #   benchmarks/peers/setup.sh mbrl   # mbrl-lib 0.2.0 (PyTorch MBPO) + gymnasium 0.26.3 + mujoco 2.3.7
 #   benchmarks/peers/setup.sh sb3    # Stable-Baselines3 SAC (PyTorch, CPU)
 #   benchmarks/peers/setup.sh sbx    # SBX SAC (JAX, CPU)
+#   benchmarks/peers/setup.sh offlinerl  # offlinerl 0.0.2 (PyTorch MOPO; see peers/offlinerl_mopo.py)
 #
 # The venvs live in benchmarks/peers/.venvs/NAME (git-ignored). Re-running is cheap: pip sees
 # the pinned packages already installed and the import check runs again.
@@ -20,8 +21,8 @@ VENV="$HERE/.venvs/$NAME"
 TORCH_PIN="torch==2.13.0"
 
 case "$NAME" in
-  mbrl|sb3|sbx) ;;
-  *) echo "usage: $0 {mbrl|sb3|sbx}" >&2; exit 2 ;;
+  mbrl|sb3|sbx|offlinerl) ;;
+  *) echo "usage: $0 {mbrl|sb3|sbx|offlinerl}" >&2; exit 2 ;;
 esac
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -64,5 +65,26 @@ EOF
     "${PIP[@]}" "$TORCH_PIN"
     "${PIP[@]}" "$TORCH_PIN" "jax[cpu]" sbx-rl gymnasium
     "$VENV/bin/python" -c "import jax, sbx, torch; print('sbx venv OK: sbx', sbx.__version__, 'jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"
+    ;;
+  offlinerl)
+    # offlinerl 0.0.2 pins ray==2.9, aim, aiohttp==3.7.4 (no Python 3.11 wheels): install it without its
+    # pins and add only what its MOPO path imports. The published wheel lacks offlinerl/outside_utils,
+    # which offlinerl.algo.modelbase.model_base imports: the check below reports that (exit code 0, so the
+    # other cases of this script are unaffected); peers/offlinerl_mopo.py records it in its JSON.
+    "${PIP[@]}" "$TORCH_PIN"
+    "${PIP[@]}" --no-deps "offlinerl==0.0.2"
+    "${PIP[@]}" "$TORCH_PIN" loguru fire scikit-learn "gymnasium[mujoco]" gym "numpy<2" aim || true
+    "$VENV/bin/python" - <<'EOF2' || true
+import importlib.metadata as md
+import torch
+print("offlinerl venv: torch", torch.__version__, "offlinerl", md.version("offlinerl"))
+import importlib.util
+print("offlinerl.outside_utils present:", importlib.util.find_spec("offlinerl.outside_utils") is not None)
+try:
+    import offlinerl.algo.modelbase.mopo  # noqa: F401
+    print("offlinerl MOPO imports OK")
+except Exception as e:
+    print(f"offlinerl MOPO does NOT import: {type(e).__name__}: {e}")
+EOF2
     ;;
 esac

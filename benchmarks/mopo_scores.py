@@ -1,0 +1,180 @@
+"""MOPO vs the behaviour policy and vs behaviour cloning, D4RL normalized scores, on our own datasets.
+
+For each dataset (halfcheetah random / medium / medium-replay, hopper medium-replay, made by
+benchmarks/offline_datasets.py) and each seed: MOPO with the paper's h and λ for that dataset (the presets of
+mbrlax.algorithms.mopo, penalty max_aleatoric) and behaviour cloning on the same data. The behaviour
+policy's score is the dataset's own average episode return. Scores: 100·(R − R_random)/(R_expert − R_random)
+with the dataset's reference returns. Medians (and all values) over seeds.
+
+The training budget is far below the paper's (1000 epochs × 1000 SAC steps, 50,000 rollouts per batch):
+BUDGET below, chosen to fit a 2-core CPU shared with other jobs. Runs are resumable and finished runs are
+skipped, so re-running the script continues where it stopped; the JSON is rewritten from what exists.
+
+    python benchmarks/mopo_scores.py [--seeds 0 1 2] [--datasets halfcheetah-medium-replay ...] [--epochs N]
+
+Writes benchmarks/results/mopo_scores.json and mopo_scores.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+
+DATA = RUNS / "datasets" / "mbrlax"
+# D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE: random policy, 1M-step SAC expert),
+# to put our returns on the paper's scale too; our own datasets' references are in the JSON beside them.
+D4RL_REF = {"halfcheetah": (-280.178953, 12135.0), "hopper": (-20.272305, 3234.3), "walker2d": (1.629008, 4592.3)}
+DATASETS = ["halfcheetah-medium-replay", "halfcheetah-random", "hopper-medium-replay", "halfcheetah-medium"]
+# MOPO budget per run (gradient steps = epochs × epoch_length); the paper: 1000 × 1000, 50,000 rollouts.
+BUDGET = dict(epochs=5, epoch_length=1000, rollout_freq=1000, rollout_batch_size=10_000, model_retain_epochs=5,
+              eval_every=5000, eval_episodes=5, model_max_epochs=50, updates_per_call=250)
+BC_BUDGET = dict(steps=10_000, updates_per_call=1000, eval_every=5000, eval_episodes=5)
+
+
+def run_mopo(name: str, seed: int, epochs: int) -> Path:
+    from mbrlax import runs
+    from mbrlax.algorithms import mopo
+
+    run_dir = RUNS / "mopo" / f"mopo-{name}-s{seed}"
+    total = epochs * BUDGET["epoch_length"]
+    if (run_dir / "checkpoint.pkl").exists():
+        if runs.load_checkpoint(run_dir)["t"] < total:
+            mopo.train(mopo.Config(resume=str(run_dir), epochs=epochs, progress=False, tensorboard=False))
+    else:
+        mopo.train(mopo.Config(dataset=str(DATA / f"{name}-v0"), seed=seed, run_dir=str(run_dir), progress=False,
+                               tensorboard=False, checkpoint_every=2 * BUDGET["epoch_length"],
+                               **{**BUDGET, "epochs": epochs}))
+    return run_dir
+
+
+def run_bc(name: str, seed: int) -> Path:
+    from mbrlax import runs
+    from mbrlax.algorithms import bc
+
+    run_dir = RUNS / "mopo" / f"bc-{name}-s{seed}"
+    if (run_dir / "checkpoint.pkl").exists() and runs.load_checkpoint(run_dir)["t"] >= BC_BUDGET["steps"]:
+        return run_dir
+    if (run_dir / "checkpoint.pkl").exists():
+        bc.train(bc.Config(resume=str(run_dir), progress=False, tensorboard=False))
+    else:
+        bc.train(bc.Config(dataset=str(DATA / f"{name}-v0"), seed=seed, run_dir=str(run_dir), progress=False,
+                           tensorboard=False, **BC_BUDGET))
+    return run_dir
+
+
+def final_score(run_dir: Path, at: int, key: str = "eval/normalized_score") -> float | None:
+    from mbrlax import runs
+
+    if not (run_dir / "metrics.jsonl").exists():
+        return None
+    rows = [r for r in runs.read_metrics(run_dir) if key in r and r["step"] == at]
+    return float(rows[-1][key]) if rows else None
+
+
+def d4rl_score(name: str, ret: float | None) -> float | None:
+    lo, hi = D4RL_REF[name.split("-")[0]]
+    return None if ret is None else 100.0 * (ret - lo) / (hi - lo)
+
+
+def collect(names: list[str], seeds: list[int], epochs: int) -> dict:
+    from mbrlax.data import offline
+
+    out = {}
+    for name in names:
+        path = DATA / f"{name}-v0"
+        if not path.exists():
+            continue
+        ds = offline.load(path, check_env=False)
+        rets = ds.episode_returns()
+        mopo_s = {s: final_score(RUNS / "mopo" / f"mopo-{name}-s{s}", epochs * BUDGET["epoch_length"]) for s in seeds}
+        bc_s = {s: final_score(RUNS / "mopo" / f"bc-{name}-s{s}", BC_BUDGET["steps"]) for s in seeds}
+        mopo_v = [v for v in mopo_s.values() if v is not None]
+        bc_v = [v for v in bc_s.values() if v is not None]
+        behaviour = float(ds.normalized_score(rets.mean())) if len(rets) else None
+        med = float(np.median(mopo_v)) if mopo_v else None
+        mopo_r = {s: final_score(RUNS / "mopo" / f"mopo-{name}-s{s}", epochs * BUDGET["epoch_length"],
+                                 "eval/return_mean") for s in seeds}
+        bc_r = {s: final_score(RUNS / "mopo" / f"bc-{name}-s{s}", BC_BUDGET["steps"], "eval/return_mean")
+                for s in seeds}
+        med_or_none = lambda d: float(np.median([v for v in d.values() if v is not None])) \
+            if any(v is not None for v in d.values()) else None  # noqa: E731
+        out[name] = {
+            "transitions": len(ds), "ref_min_score": ds.ref_min_score, "ref_max_score": ds.ref_max_score,
+            "behaviour_score": behaviour, "behaviour_return_mean": float(rets.mean()) if len(rets) else None,
+            "mopo_scores": mopo_s, "mopo_median": med,
+            "bc_scores": bc_s, "bc_median": float(np.median(bc_v)) if bc_v else None,
+            "seeds_done": {"mopo": len(mopo_v), "bc": len(bc_v)},
+            "mopo_beats_behaviour": (med > behaviour) if (med is not None and behaviour is not None) else None,
+            "mopo_returns": mopo_r, "bc_returns": bc_r,
+            "d4rl_reference_scale": {
+                "behaviour": d4rl_score(name, float(rets.mean()) if len(rets) else None),
+                "mopo_median": d4rl_score(name, med_or_none(mopo_r)), "bc_median": d4rl_score(name, med_or_none(bc_r)),
+            },
+        }
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(2.4 * max(len(names), 2) + 2, 4.2))
+    for j, (key, label, color) in enumerate((("behaviour_score", "behaviour policy (dataset average)", "tab:gray"),
+                                             ("bc_median", "BC (median over seeds)", "tab:orange"),
+                                             ("mopo_median", "MOPO (median over seeds)", "tab:blue"))):
+        vals = [results[n][key] if results[n][key] is not None else np.nan for n in names]
+        ax.bar(x + (j - 1) * 0.27, vals, 0.27, label=label, color=color)
+    for i, n in enumerate(names):
+        for key, off in (("bc_scores", 0.0), ("mopo_scores", 0.27)):
+            pts = [v for v in results[n][key].values() if v is not None]
+            ax.scatter([i + off] * len(pts), pts, color="k", s=8, zorder=3)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylabel("D4RL normalized score")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title("MOPO vs behaviour policy vs BC on mbrlax's own datasets (small budget, see JSON)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--datasets", nargs="+", default=DATASETS)
+    ap.add_argument("--epochs", type=int, default=BUDGET["epochs"])
+    ap.add_argument("--collect-only", action="store_true", help="only rewrite the JSON/PNG from existing runs")
+    args = ap.parse_args()
+    if not args.collect_only:
+        # seed-major: one seed of every dataset before the next seed, so partial results cover all datasets
+        for seed in args.seeds:
+            for name in args.datasets:
+                if not (DATA / f"{name}-v0" / "data").exists():
+                    print(f"skipping {name}: dataset not generated yet (benchmarks/offline_datasets.py)", flush=True)
+                    continue
+                run_bc(name, seed)
+                run_mopo(name, seed, args.epochs)
+                results = collect(args.datasets, args.seeds, args.epochs)
+                write_json("mopo_scores.json", {"machine": machine(), "budget": {**BUDGET, "epochs": args.epochs},
+                                                "bc_budget": BC_BUDGET, "penalty": "max_aleatoric", "results": results})
+                plot(results, RESULTS / "mopo_scores.png")
+                print(f"{name} seed {seed}: {results.get(name)}", flush=True)
+    results = collect(args.datasets, args.seeds, args.epochs)
+    write_json("mopo_scores.json", {"machine": machine(), "budget": {**BUDGET, "epochs": args.epochs},
+                                    "bc_budget": BC_BUDGET, "penalty": "max_aleatoric", "results": results})
+    plot(results, RESULTS / "mopo_scores.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Generate the offline datasets the MOPO benchmarks use (resumable; run it in the background).
+
+    nice -n 10 .venv/bin/python benchmarks/offline_datasets.py                # all of them
+    nice -n 10 .venv/bin/python benchmarks/offline_datasets.py --env Hopper-v5
+
+Datasets: halfcheetah random / medium / medium-replay / expert (for the reference return) and hopper
+medium-replay (+ random, medium), written to benchmarks/runs/datasets/mbrlax/<env>-<kind>-v0 in the Minari
+format. The SAC run behind each environment is cached under benchmarks/runs/datasets/policies (killing and
+re-running continues it). Budgets: DATA_PRESETS in src/mbrlax/data/offline.py, or --sac-steps (the committed
+results used 18,000 SAC steps on HalfCheetah and Hopper — the CPU was shared by many jobs — far below D4RL's
+1M-step experts, see docs/datasets.md). Writes
+benchmarks/results/offline_datasets.json with each dataset's summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RUNS, machine, write_json  # noqa: E402
+
+from mbrlax.data import offline  # noqa: E402
+
+ROOT = RUNS / "datasets"
+PLAN = {
+    "HalfCheetah-v5": ("random", "medium", "medium-replay"),
+    "Hopper-v5": ("medium-replay", "random", "medium"),
+}
+
+
+def path_of(env: str, kind: str) -> Path:
+    return ROOT / "mbrlax" / f"{offline.env_slug(env)}-{kind}-v0"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--env", action="append", help="only these envs (default: all of PLAN)")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--sac-steps", type=int, default=None, help="SAC budget (default: DATA_PRESETS)")
+    args = ap.parse_args()
+    envs = args.env or list(PLAN)
+    for env in envs:
+        for kind in PLAN[env]:
+            p = path_of(env, kind)
+            if (p / "data" / "metadata.json").exists():
+                print(f"{p} exists", flush=True)
+                continue
+            tic = time.time()
+            offline.make_dataset(env, kind, out=p, root=ROOT, progress=args.progress, sac_steps=args.sac_steps)
+            print(f"{env} {kind}: {time.time() - tic:.0f} s -> {p}", flush=True)
+    summary = {}
+    for env, kinds in PLAN.items():
+        for kind in kinds:
+            p = path_of(env, kind)
+            if (p / "data" / "metadata.json").exists():
+                s = offline.info(p)
+                s.pop("snapshots", None)
+                summary[f"{offline.env_slug(env)}-{kind}"] = s
+    write_json("offline_datasets.json", {"machine": machine(), "root": str(ROOT), "datasets": summary})
+
+
+if __name__ == "__main__":
+    main()
