@@ -1,0 +1,385 @@
+"""LQR-FLM: LQR with fitted local models (Levine & Abbeel 2014, "Learning neural network policies with guided
+policy search under unknown dynamics"; the trajectory-optimization half of GPS, `AlgorithmTrajOpt` in the
+GPS code). The lecture's "local models" recipe:
+
+    p(u_t|x_t) = N(K_t x_t + k_t, Σ_t)                                        # 0. initial controller
+    repeat
+        run p(u_t|x_t) on the robot from a fixed start, N trajectories        # 1. collect samples
+        fit p(x_{t+1}|x_t,u_t) = N(A_t x_t + B_t u_t + c_t, Σ_t)              # 2. fit local dynamics
+            (linear regression, or Bayesian with a GMM prior on all data)
+        adapt ε from predicted vs actual improvement                           # 3. step size
+        expand the cost to second order around the samples                    # 4. cost expansion
+        p ← argmin E_p[c(τ)]  s.t. D_KL(p(τ) ‖ p_old(τ)) ≤ ε                   # 5. KL-constrained LQR
+            (dual descent on η; new covariance Σ_t = Q_uu⁻¹)
+
+The state x is the environment's observation (Reacher-v5: 10-d), the cost a differentiable function of
+(x, u) chosen per environment (`COSTS`; the reach cost is a smoothed distance plus the control cost, as the GPS
+code's l1/l2 cost). The reported `real cost` is −(the environment's return) of the samples.
+
+Deviations: costs are per-environment smooth surrogates of −reward; the NIW posterior mean is used in the
+Bayesian fit (the GPS code keeps the empirical mean); the dual search is a bracketed step in log η.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+from mbrlax import runs
+from mbrlax.envs.make import make
+from mbrlax.models import local_linear as ll
+from mbrlax.planning import ilqr as il
+
+# ---- costs on (observation, action), smooth so that their Hessians exist --------------------------------
+
+
+def reach_cost(x: jax.Array, u: jax.Array, w_dist: float = 1.0, w_ctrl: float = 1.0, alpha: float = 1e-3) -> jax.Array:
+    """w_dist·√(‖d‖² + α) + w_ctrl·‖u‖² with d = x[-2:] = fingertip − target (Reacher-v5, Arm2, PointMass)."""
+    d = x[..., -2:]
+    return w_dist * jnp.sqrt(jnp.sum(d**2, -1) + alpha) + w_ctrl * jnp.sum(u**2, -1)
+
+
+def pendulum_cost(x: jax.Array, u: jax.Array, w_dist: float = 1.0, w_ctrl: float = 0.001, alpha: float = 0.0) -> jax.Array:
+    """On obs (cos θ, sin θ, θ̇): 2(1 − cos θ) + 0.1 θ̇² + w_ctrl (2u)² (Pendulum-v1's reward, made smooth)."""
+    del alpha
+    return w_dist * (2 * (1 - x[..., 0]) + 0.1 * x[..., 2] ** 2) + w_ctrl * jnp.sum((2 * u) ** 2, -1)
+
+
+COSTS: dict[str, Callable] = {"reach": reach_cost, "pendulum": pendulum_cost}
+
+DEFAULTS: dict[str, Any] = dict(
+    iterations=20, samples=5, kl_step=1.0, init_var=0.1, cost="reach", w_dist=1.0, w_ctrl=1.0, final_weight=1.0,
+    env_kwargs={},
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Levine & Abbeel 2014 use 5 samples per iteration and a per-step KL bound; the GPS code's default
+    # kl_step is 0.2 for its 7-DoF arm. Reacher-v5 has 50 steps of [-1, 1] torques.
+    "Reacher-v5": dict(iterations=20, samples=5, kl_step=0.5, init_var=0.1, w_dist=1.0, w_ctrl=0.1),
+    "mbrlax/Arm2-v0": dict(iterations=20, samples=5, kl_step=0.2, init_var=0.1, w_dist=1.0, w_ctrl=0.1),
+    "mbrlax/PointMass-v0": dict(iterations=15, samples=5, kl_step=0.2, init_var=0.1, w_dist=1.0, w_ctrl=0.1),
+    "mbrlax/PendulumSwingUp-v0": dict(iterations=30, samples=10, kl_step=2.0, init_var=0.5, cost="pendulum",
+                                      w_dist=1.0, w_ctrl=0.001, final_weight=10.0),
+}
+
+
+@dataclass
+class Config:
+    """LQR-FLM. Fields left as None take the preset of the environment (PRESETS), else DEFAULTS."""
+
+    env: str = "Reacher-v5"
+    """Gymnasium id (its observation is the state x of the local models)."""
+    seed: int = 0
+    """Seed of the controller noise and the GMM; the start state is fixed by `start_seed`."""
+    start_seed: int = 0
+    """Every trajectory starts from env.reset(seed=start_seed): the fixed initial condition."""
+    iterations: int | None = None
+    """LQR-FLM iterations (each: sample, fit, update)."""
+    samples: int | None = None
+    """N: trajectories per iteration."""
+    kl_step: float | None = None
+    """Base KL bound per time step; ε = kl_step × step multiplier × T."""
+    init_var: float | None = None
+    """Variance of the initial zero-mean controller."""
+    cost: str | None = None
+    """Differentiable cost on (obs, action): 'reach' or 'pendulum' (see COSTS)."""
+    w_dist: float | None = None
+    """Weight of the distance term of the cost."""
+    w_ctrl: float | None = None
+    """Weight of the control term of the cost."""
+    final_weight: float | None = None
+    """Multiplier of the distance term at the final state."""
+    regression: str = "bayes"
+    """'plain' linear regression or 'bayes' (normal-inverse-Wishart prior from a GMM on all data)."""
+    gmm_components: int = 8
+    """Components of the GMM prior (GPS code: up to 20; few samples per iteration favour fewer)."""
+    prior_strength: float = 1.0
+    """Pseudo-count of the GMM prior (GPS code: strength 1 with a small n0)."""
+    max_prior_points: int = 20_000
+    """Cap on the (x, u, x') points kept for the GMM (oldest dropped)."""
+    min_step_mult: float = 0.01
+    """Lower bound of the adaptive multiplier of kl_step (GPS code: 0.01)."""
+    max_step_mult: float = 10.0
+    """Upper bound of the adaptive multiplier of kl_step (GPS code: 10)."""
+    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
+    """Keyword arguments for gymnasium.make; Python API and presets only."""
+    run_root: str = "runs"
+    """Where run directories are created."""
+    run_dir: str | None = None
+    """Use exactly this run directory instead of a new one under run_root."""
+    resume: str | None = None
+    """Continue the run in this directory from its last checkpoint (one per iteration)."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    steps: int
+    final_return_mean: float
+    final_return_std: float
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    """Mean real cost (−return) of each iteration's samples."""
+
+
+def resolve(cfg: Config) -> Config:
+    preset = PRESETS.get(cfg.env, {})
+    filled = {k: (preset.get(k, v) if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in DEFAULTS.items()}
+    cfg = dataclasses.replace(cfg, **filled)
+    if cfg.cost not in COSTS:
+        raise ValueError(f"cost must be one of {sorted(COSTS)}, got {cfg.cost!r}")
+    if cfg.regression not in ("plain", "bayes"):
+        raise ValueError(f"regression must be 'plain' or 'bayes', got {cfg.regression!r}")
+    if cfg.samples < 2:
+        raise ValueError(f"samples must be ≥ 2 to fit dynamics (got {cfg.samples}); use 'bayes' with few samples")
+    return cfg
+
+
+# ---- shared pieces (also used by gps.py) ----------------------------------------------------------------
+
+
+def cost_fns(cost: str, w_dist: float, w_ctrl: float, final_weight: float):
+    """(running cost l(x, u), final cost l_f(x)) for one-sample x S, u A."""
+    fn = COSTS[cost]
+    run = lambda x, u: fn(x, u, w_dist, w_ctrl)
+    final = lambda x: final_weight * fn(x, jnp.zeros(0, x.dtype), w_dist, 0.0)
+    return run, final
+
+
+def sample_trajectories(env, pol: il.LinearGaussianPolicy | None, T: int, n: int, rng: np.random.Generator,
+                        reset_seed: int | None, act_fn: Callable | None = None, noise: bool = True):
+    """Run a time-varying linear-Gaussian controller (or `act_fn(obs, t)`) for n episodes of T steps.
+    Returns X n×(T+1)×S, U n×T×A (the clipped actions actually applied), returns n, final distance n."""
+    K = k = chol = None
+    if pol is not None:
+        K, k, chol = (np.asarray(a, np.float64) for a in (pol.K, pol.k, pol.chol))
+    Xs, Us, rets, dists = [], [], [], []
+    for i in range(n):
+        obs, _ = env.reset(seed=reset_seed if reset_seed is not None else int(rng.integers(2**31)))
+        X, U, ret = [obs], [], 0.0
+        for t in range(T):
+            if act_fn is not None:
+                u = np.asarray(act_fn(obs, t), np.float64)
+            else:
+                u = K[t] @ obs + k[t]
+                if noise:
+                    u = u + chol[t] @ rng.normal(size=u.shape)
+            u = np.clip(u, -1.0, 1.0)
+            obs, r, term, trunc, _ = env.step(u.astype(np.float32))
+            X.append(obs)
+            U.append(u)
+            ret += float(r)
+            if term:
+                raise RuntimeError("LQR-FLM/GPS need fixed-length episodes; this environment terminated early")
+        Xs.append(np.stack(X))
+        Us.append(np.stack(U))
+        rets.append(ret)
+        dists.append(float(np.linalg.norm(obs[-2:])))
+    return np.stack(Xs), np.stack(Us), np.array(rets), np.array(dists)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def expand_cost(run: Callable, final: Callable, X: jax.Array, U: jax.Array) -> il.QuadCost:
+    """The cost's second-order expansion around each sample, in absolute coordinates, averaged over samples
+    (as the GPS code does): C = H, c = g − H z̄, c0 = l − gᵀz̄ + ½ z̄ᵀ H z̄."""
+
+    def absolute(q: il.QuadCost, X1, U1) -> il.QuadCost:
+        Z = jnp.concatenate([X1[:-1], U1], -1)
+        Hz = jnp.einsum("tij,tj->ti", q.C, Z)
+        c = q.c - Hz
+        c0 = q.c0 - jnp.einsum("ti,ti->t", q.c, Z) + 0.5 * jnp.einsum("ti,ti->t", Z, Hz)
+        xf = X1[-1]
+        cf = q.cf - q.Cf @ xf
+        cf0 = q.cf0 - q.cf @ xf + 0.5 * xf @ q.Cf @ xf
+        return il.QuadCost(q.C, c, c0, q.Cf, cf, cf0)
+
+    qs = jax.vmap(lambda X1, U1: absolute(il.quadratize(run, final, X1, U1), X1, U1))(X, U)
+    return jax.tree.map(lambda a: a.mean(0), qs)
+
+
+def initial_state(X: jax.Array, reg: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+    """Gaussian of x_0 from the samples (regularized: a fixed start has zero spread)."""
+    x0 = X[:, 0]
+    mu = x0.mean(0)
+    d = x0 - mu
+    return mu, d.T @ d / x0.shape[0] + reg * jnp.eye(x0.shape[-1], dtype=X.dtype)
+
+
+class DynamicsFitter:
+    """Fits the time-varying linear-Gaussian dynamics, plain or with a GMM prior over all data seen so far."""
+
+    def __init__(self, regression: str, components: int, strength: float, max_points: int, seed: int):
+        self.regression, self.components, self.strength = regression, components, strength
+        self.max_points, self.key = max_points, jax.random.key(seed)
+        self.points: np.ndarray | None = None
+        self.gmm_points = 2048
+
+    def state_dict(self) -> dict:
+        return dict(points=self.points, key=np.asarray(jax.random.key_data(self.key)))
+
+    def load_state_dict(self, d: dict) -> None:
+        self.points = d["points"]
+        self.key = jax.random.wrap_key_data(jnp.asarray(d["key"]))
+
+    def fit(self, X: np.ndarray, U: np.ndarray) -> il.LinearDynamics:
+        Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
+        if self.regression == "plain":
+            return ll.fit_linear_gaussian(Xj, Uj, reg=1e-6)
+        pts = np.asarray(ll.joint_points(Xj, Uj)).reshape(-1, 2 * X.shape[-1] + U.shape[-1])
+        self.points = pts if self.points is None else np.concatenate([self.points, pts])[-self.max_points:]
+        self.key, k, k_sub = jax.random.split(self.key, 3)
+        # A fixed-size resample of the pool keeps the jitted EM at one shape (one compilation per run).
+        sub = self.points[np.asarray(jax.random.randint(k_sub, (self.gmm_points,), 0, len(self.points)))]
+        gmm = ll.fit_gmm(jnp.asarray(sub), k, num_components=self.components, iters=30, reg=1e-4)
+        prior = ll.gmm_prior(gmm, Xj, Uj, strength=self.strength)
+        return ll.fit_linear_gaussian_bayes(Xj, Uj, prior, reg=1e-6)
+
+
+def step_multiplier(prev: dict, cur_dyn, cur_cost, cur_pol, mu0, sigma0, step_mult: float, lo: float, hi: float):
+    """The GPS code's step adaptation: predicted improvement (new controller under the old fit and cost
+    expansion) vs actual (under the new ones); mult = predicted / (2 (predicted − actual)), clipped to
+    [0.1, 5]. Returns (new multiplier, predicted, actual)."""
+    old_obj = float(il.expected_cost(prev["cost"], *il.forward_marginals(prev["dyn"], prev["pol"], prev["mu0"], prev["sigma0"])))
+    pred_obj = float(il.expected_cost(prev["cost"], *il.forward_marginals(prev["dyn"], cur_pol, prev["mu0"], prev["sigma0"])))
+    act_obj = float(il.expected_cost(cur_cost, *il.forward_marginals(cur_dyn, cur_pol, mu0, sigma0)))
+    predicted, actual = old_obj - pred_obj, old_obj - act_obj
+    mult = predicted / (2.0 * max(1e-4, predicted - actual))
+    mult = float(np.clip(mult if np.isfinite(mult) else 1.0, 0.1, 5.0))
+    return float(np.clip(step_mult * mult, lo, hi)), predicted, actual
+
+
+def policy_to_host(pol: il.LinearGaussianPolicy) -> dict:
+    return {k: np.asarray(v, np.float64) for k, v in pol._asdict().items()}
+
+
+def policy_from_host(d: dict) -> il.LinearGaussianPolicy:
+    return il.LinearGaussianPolicy(**{k: jnp.asarray(v, jnp.float64) for k, v in d.items()})
+
+
+def _plain(saved: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+
+
+def _horizon(spec) -> int:
+    if spec.max_episode_steps is None:
+        raise ValueError(f"{spec.env_id} has no time limit; LQR-FLM needs a fixed horizon T")
+    return int(spec.max_episode_steps)
+
+
+# ---- the algorithm ----------------------------------------------------------------------------------------
+
+
+def train(cfg: Config) -> Result:
+    """Run LQR-FLM from one fixed start; returns the final controller's return and the run directory."""
+    if cfg.resume is not None:
+        saved = runs.load_config(cfg.resume)
+        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
+        if cfg.iterations is not None:
+            keep["iterations"] = cfg.iterations
+        saved.update(run_dir=cfg.resume, resume=cfg.resume, **keep)
+        cfg = Config(**_plain(saved))
+    cfg = resolve(cfg)
+    env, spec = make(cfg.env, **cfg.env_kwargs)
+    T, S, A = _horizon(spec), spec.obs_dim, spec.act_dim
+    run, final = cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
+    fitter = DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed)
+
+    with jax.enable_x64(True):
+        # 0. the initial controller: zero gains, zero mean, variance init_var
+        st = dict(it=0, pol=policy_to_host(il.init_policy(T, S, A, cfg.init_var, dtype=jnp.float64)), step_mult=1.0,
+                  prev=None, rng=np.random.default_rng(cfg.seed).bit_generator.state, costs=[], fitter=None)
+        if cfg.resume is not None:
+            run_dir = Path(cfg.resume)
+            payload = runs.load_checkpoint(run_dir)
+            st.update({k: payload[k] for k in st})
+            if st["fitter"] is not None:
+                fitter.load_state_dict(st["fitter"])
+        else:
+            run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"lqr_flm-{cfg.env.replace('/', '_')}-s{cfg.seed}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            runs.save_config(run_dir, cfg, algorithm="lqr_flm")
+        logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
+        logger.truncate_after(st["it"] * cfg.samples * T)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = st["rng"]
+        bar = runs.ProgressBar(cfg.iterations, f"lqr_flm {cfg.env}", cfg.progress, st["it"])
+        evals: list[tuple[int, float]] = []
+        try:
+            while st["it"] < cfg.iterations:
+                tic = time.perf_counter()
+                pol = policy_from_host(st["pol"])
+                # 1. run the current controller N times from the fixed start
+                X, U, rets, dists = sample_trajectories(env, pol, T, cfg.samples, rng, cfg.start_seed)
+                # 2. fit the time-varying linear-Gaussian dynamics (plain or with the GMM prior)
+                dyn = fitter.fit(X, U)
+                Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
+                mu0, sigma0 = initial_state(Xj)
+                # 4. the cost's quadratic expansion around the samples
+                qcost = expand_cost(run, final, Xj, Uj)
+                # 3. step size from the predicted vs actual improvement of the last update
+                predicted = actual = float("nan")
+                if st["prev"] is not None:
+                    prev = dict(st["prev"], pol=policy_from_host(st["prev"]["pol"]))
+                    st["step_mult"], predicted, actual = step_multiplier(
+                        prev, dyn, qcost, pol, mu0, sigma0, st["step_mult"], cfg.min_step_mult, cfg.max_step_mult)
+                epsilon = cfg.kl_step * st["step_mult"] * T
+                # 5. KL-constrained LQR: dual descent on η, covariance Q_uu⁻¹
+                up = il.kl_constrained_update(dyn, qcost, pol, mu0, sigma0, epsilon)
+                st["prev"] = dict(dyn=dyn, cost=qcost, pol=st["pol"], mu0=mu0, sigma0=sigma0)
+                st["pol"] = policy_to_host(up.policy)
+                st["it"] += 1
+                st["rng"] = rng.bit_generator.state
+                st["costs"].append(float(-rets.mean()))
+                st["fitter"] = fitter.state_dict()
+                step = st["it"] * cfg.samples * T
+                # evaluate the new controller's mean from the start (deterministic)
+                _, _, eval_ret, eval_dist = sample_trajectories(env, up.policy, T, 1, rng, cfg.start_seed, noise=False)
+                evals.append((step, float(eval_ret[0])))
+                logger.log(step, {
+                    "lqr_flm/real_cost": float(-rets.mean()), "lqr_flm/final_distance": float(dists.mean()),
+                    "lqr_flm/kl": up.kl, "lqr_flm/eta": up.eta, "lqr_flm/epsilon": epsilon,
+                    "lqr_flm/step_mult": st["step_mult"], "lqr_flm/predicted_improvement": predicted,
+                    "lqr_flm/actual_improvement": actual, "eval/return_mean": float(eval_ret[0]),
+                    "eval/return_std": 0.0, "eval/final_distance": float(eval_dist[0]),
+                    "time/iteration": time.perf_counter() - tic,
+                })
+                runs.save_checkpoint(run_dir, {**{k: v for k, v in st.items() if k != "prev"},
+                                               "prev": jax.tree.map(np.asarray, st["prev"])})
+                runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
+                bar.update(st["it"], f"cost {-rets.mean():.2f}  dist {dists.mean():.3f}  kl {up.kl:.2f}/{epsilon:.2f}")
+        finally:
+            bar.close()
+            logger.close()
+            env.close()
+    rows = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r]
+    evals = [(r["step"], r["eval/return_mean"]) for r in rows]
+    return Result(run_dir, st["it"] * cfg.samples * T, rows[-1]["eval/return_mean"], 0.0, evals, list(st["costs"]))
+
+
+def load_policy(run_dir: str | Path):
+    """The final controller's mean u_t = K_t x + k_t as `act(obs) -> action`; the time index advances with each
+    call and wraps at T (one call per environment step, as `mbrlax eval` does)."""
+    cfg = resolve(Config(**_plain(runs.load_config(run_dir))))
+    pol = runs.load_checkpoint(run_dir)["pol"]
+    K, k = pol["K"], pol["k"]
+    T = K.shape[0]
+    counter = {"t": 0}
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        t = counter["t"] % T
+        counter["t"] += 1
+        return np.clip(K[t] @ np.asarray(obs, np.float64) + k[t], -1, 1).astype(np.float32)
+
+    return act, cfg
