@@ -1,0 +1,493 @@
+"""MVE-SAC: model-based value expansion (Feinberg, Wan, Stoica, Jordan, Gonzalez & Levine 2018) on SAC.
+
+The paper's Algorithm 1 (MVE-DDPG), with SAC as the model-free learner, and where each line lives below:
+
+    Initialize Q_θ, π_φ, model f̂, replay buffer β
+    for each environment step do
+        act with π_φ, add the transition to β                                    # 1. collect real data
+        every `model_train_freq` steps: fit f̂ on β                               # 2. fit the model
+        for G gradient updates do                                                # 3. MVE updates
+            sample (s_0, a_0, r_0, s_1) from β
+            imagine s_t, a_t ~ π(s_t), r̂_t, ŝ_{t+1} = f̂(s_t, a_t) for t = 1..H    (`imagine`)
+            TD-k targets for every t = 0..H:                                      (`mve_targets`)
+                Q̂_t = Σ_{k=t}^{H} γ^{k−t} r_k + γ^{H+1−t} V̄(ŝ_{H+1})
+            critic: minimize 1/(H+1) Σ_t (Q(s_t, a_t) − Q̂_t)²   — all H+1 states, the "TD-k trick"
+            actor and temperature: SAC's updates on the real states s_0
+            target critic: Polyak averaging
+
+With SAC the values are soft: every imagined step after the first subtracts α log π(a_k | s_k), and
+V̄(s) = min_i Q̄_i(s, a) − α log π(a | s) with a ~ π(s), exactly as in SAC's own target. The expansion is
+computed backwards, G_t = r_t + γ (1 − d_t) (G_{t+1} − α log π(a_{t+1} | s_{t+1})), which is the sum above
+with termination handled: a known termination function (or the learned termination head) stops both the
+sum and the bootstrap, and imagined states after a termination get weight 0 in the critic loss. With H = 0
+it is SAC, update for update (tests/algorithms/test_mve.py).
+
+"Generalized Dyna" (the lecture's version, `dyna_steps > 0`): instead of expanding the target, simulate
+`dyna_steps` model steps from states sampled from β with the current policy and add those simulated
+transitions to each SAC batch (`dyna_ratio` of it). With `horizon=0, dyna_steps=0` this file is SAC.
+
+Deviations: the model is MBPO's probabilistic ensemble (each imagined sample uses one elite member,
+sampling its Gaussian; see `model_step_fn`) rather than the paper's deterministic network; the learner is SAC, not DDPG; the
+actor is trained on the real states only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+from mbrlax import runs
+from mbrlax.agents.nets import tanh_gaussian_sample
+from mbrlax.agents.sac import SAC, SACState
+from mbrlax.data.replay import ReplayBuffer
+from mbrlax.envs import known_fns
+from mbrlax.envs.make import get_env_state, make, set_env_state
+from mbrlax.evaluation import evaluate
+from mbrlax.models.ensemble import EnsembleModel, ModelState
+from mbrlax.models.fit import ModelDivergedError, fit
+from mbrlax.types import Transition
+
+# step_fn(obs B×D, action B×A, key) -> (next_obs B×D, reward B, terminated B float 0/1)
+StepFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
+
+# ---------------------------------------------------------------------------------------------------
+# Components
+# ---------------------------------------------------------------------------------------------------
+
+
+def imagine(sac: SAC, actor_params: Any, step_fn: StepFn, start: jax.Array, key: jax.Array, horizon: int):
+    """H imagined steps from `start` (B×D) with the current policy. Step t (1..H) uses the keys
+    split(fold_in(key, t)) = (policy, model). Returns obs H×B×D, actions H×B×A, log π H×B, rewards H×B,
+    terminated H×B and the last next-obs B×D."""
+
+    def step(obs, t):
+        k_pi, k_model = jax.random.split(jax.random.fold_in(key, t))
+        mean, log_std = sac.actor_net.apply(actor_params, obs)
+        action, logp = tanh_gaussian_sample(mean, log_std, k_pi)
+        next_obs, reward, term = step_fn(obs, action, k_model)
+        return next_obs, (obs, action, logp, reward, term.astype(jnp.float32))
+
+    last, (obs, action, logp, reward, term) = jax.lax.scan(step, start, jnp.arange(1, horizon + 1))
+    return obs, action, logp, reward, term, last
+
+
+def mve_targets(sac: SAC, state: SACState, batch: Transition, step_fn: StepFn, key: jax.Array, horizon: int):
+    """TD-k targets of MVE for a real batch (B). Returns (obs (H+1)×B×D, actions (H+1)×B×A,
+    targets (H+1)×B, weights (H+1)×B): row t is the imagined state s_t (row 0 the real s_0, a_0) with its
+    H+1−t step target; weight 0 marks states imagined after a termination. With H = 0 the target is
+    `sac.critic_target(state, batch, key)`."""
+    if horizon == 0:
+        target = sac.critic_target(state, batch, key)
+        return batch.obs[None], batch.action[None], target[None], jnp.ones_like(target)[None]
+    k_roll, k_boot = jax.random.split(key)
+    obs, act, logp, rew, term, last = imagine(sac, state.actor, step_fn, batch.next_obs, k_roll, horizon)
+    alpha = jnp.exp(state.log_alpha)
+    # G_H = r_H + γ (1 − d_H) V̄(s_{H+1}): SAC's own target on the last imagined transition
+    g_last = sac.critic_target(state, Transition(obs[-1], act[-1], rew[-1], last, term[-1]), k_boot)
+    all_r = jnp.concatenate([batch.reward[None], rew], 0)  # (H+1)×B: r_0 real, r_1..r_H imagined
+    all_d = jnp.concatenate([batch.terminated[None], term], 0)
+
+    def back(g_next, t):  # G_t = r_t + γ (1 − d_t)(G_{t+1} − α log π(a_{t+1} | s_{t+1})), t = H−1..0
+        g = all_r[t] + sac.gamma * (1.0 - all_d[t]) * (g_next - alpha * logp[t])
+        return g, g
+
+    _, g = jax.lax.scan(back, g_last, jnp.arange(horizon - 1, -1, -1))
+    targets = jnp.concatenate([g[::-1], g_last[None]], 0)
+    alive = jnp.cumprod(1.0 - all_d, 0)  # alive[t] = no termination in steps 0..t
+    weights = jnp.concatenate([jnp.ones_like(alive[:1]), alive[:-1]], 0)
+    return (jnp.concatenate([batch.obs[None], obs], 0), jnp.concatenate([batch.action[None], act], 0),
+            targets, weights)
+
+
+def model_step_fn(model: EnsembleModel, model_state: ModelState, term_fn) -> StepFn:
+    """One model step for a batch B: the batch is split into K contiguous groups, group k is predicted by
+    elite member k only (its Gaussian sampled), so a step costs about one network pass per sample instead
+    of E (`EnsembleModel.sample_step` evaluates every member for every sample). The rows of a replay batch
+    are i.i.d., so this matches MBPO's "a random elite per sample" in distribution. Termination from the
+    known function, else the learned head (p > 0.5), else never."""
+    e, k = model.ensemble_size, model.num_elites
+
+    def step(obs, action, key):
+        b = obs.shape[0]
+        g = -(-b // k)  # rows per elite
+        pad = lambda x: jnp.concatenate([x, jnp.zeros((k * g - b, *x.shape[1:]), x.dtype)], 0)  # noqa: E731
+        # E×g×… inputs: the elites' slots hold their group, the other members' slots zeros (unused)
+        spread = lambda x: jnp.zeros((e, g, *x.shape[1:]), x.dtype).at[model_state.elites].set(  # noqa: E731
+            pad(x).reshape(k, g, *x.shape[1:]))
+        pred = model.predict(model_state, spread(obs), spread(action))
+        pick = lambda x: x[model_state.elites].reshape(k * g, *x.shape[2:])[:b]  # noqa: E731
+        mean = jnp.concatenate([pick(pred.next_obs_mean), pick(pred.reward_mean)[:, None]], -1)
+        std = jnp.sqrt(jnp.concatenate([pick(pred.next_obs_var), pick(pred.reward_var)[:, None]], -1))
+        sample = mean + std * jax.random.normal(key, mean.shape)
+        next_obs, reward = sample[:, :-1], sample[:, -1]
+        if term_fn is not None:
+            term = term_fn(obs, action, next_obs)
+        elif pred.term_logit is not None:
+            term = jax.nn.sigmoid(pick(pred.term_logit)) > 0.5
+        else:
+            term = jnp.zeros(obs.shape[:-1], bool)
+        return next_obs, reward, term.astype(jnp.float32)
+
+    return step
+
+
+def mve_update(sac: SAC, state: SACState, batch: Transition, step_fn: StepFn, key: jax.Array,
+               horizon: int) -> tuple[SACState, dict]:
+    """One MVE-SAC update: the critic on the H+1 TD-k targets of each real transition; actor, temperature
+    and target critic as SAC (`SAC.update`, whose key use this mirrors: with H = 0 the two are equal)."""
+    k_target, k_actor = jax.random.split(key)
+    obs, act, target, w = jax.lax.stop_gradient(mve_targets(sac, state, batch, step_fn, k_target, horizon))
+
+    def critic_loss(critic):
+        q = jax.vmap(lambda o, a: sac.critic_net.apply(critic, o, a), out_axes=1)(obs, act)  # 2×(H+1)×B
+        err = w * (q - target) ** 2
+        return 0.5 * (err.sum((1, 2)) / w.sum()).sum(), q[:, 0].mean()
+
+    (c_loss, q_mean), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
+    c_upd, critic_opt = sac.critic_tx.update(c_grads, state.critic_opt, state.critic)
+    critic = optax.apply_updates(state.critic, c_upd)
+    (a_loss, logp), a_grads = jax.value_and_grad(sac._actor_loss, has_aux=True)(
+        state.actor, critic, state.log_alpha, batch.obs, k_actor
+    )
+    a_upd, actor_opt = sac.actor_tx.update(a_grads, state.actor_opt, state.actor)
+    actor = optax.apply_updates(state.actor, a_upd)
+    entropy = -jax.lax.stop_gradient(logp).mean()
+    log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
+    if sac.autotune_alpha:
+        al_upd, alpha_opt = sac.alpha_tx.update(entropy - sac.target_entropy, state.alpha_opt, state.log_alpha)
+        log_alpha = optax.apply_updates(state.log_alpha, al_upd)
+    target_critic = optax.incremental_update(critic, state.target_critic, sac.tau)
+    new = SACState(actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt, state.steps + 1)
+    info = {"sac/critic_loss": c_loss, "sac/actor_loss": a_loss, "sac/q_mean": q_mean, "sac/entropy": entropy,
+            "sac/alpha": jnp.exp(log_alpha), "mve/target_mean": target[0].mean(),
+            "mve/alive_fraction": w[-1].mean()}
+    return new, info
+
+
+@partial(jax.jit, static_argnames=("sac", "model", "term_fn", "horizon", "dyna_steps", "n_dyna"))
+def updates(sac: SAC, model: EnsembleModel, term_fn, sac_state: SACState, model_state: ModelState,
+            batches: Transition, key: jax.Array, horizon: int, dyna_steps: int = 0,
+            n_dyna: int = 0) -> tuple[SACState, dict]:
+    """G updates on real batches G×B, fused in one `lax.scan`. With `dyna_steps > 0` (generalized Dyna), the
+    last `n_dyna` rows of each batch are replaced by transitions simulated `dyna_steps` model steps ahead of
+    the batch's own states with the current policy."""
+    step_fn = model_step_fn(model, model_state, term_fn)
+
+    def one(state, xs):
+        batch, k = xs
+        if dyna_steps > 0:
+            k, k_dyna = jax.random.split(k)
+            batch = dyna_batch(sac, state.actor, step_fn, batch, k_dyna, dyna_steps, n_dyna)
+        return mve_update(sac, state, batch, step_fn, k, horizon)
+
+    keys = jax.random.split(key, batches.obs.shape[0])
+    state, infos = jax.lax.scan(one, sac_state, (batches, keys))
+    return state, jax.tree.map(jnp.mean, infos)
+
+
+def dyna_batch(sac: SAC, actor_params: Any, step_fn: StepFn, batch: Transition, key: jax.Array,
+               steps: int, n: int) -> Transition:
+    """Generalized Dyna: from the first n states of the batch, `steps` model steps with the current policy;
+    the last of them (a simulated transition s, a ~ π, r̂, ŝ') replaces the batch's last n rows."""
+    obs, act, logp, rew, term, last = imagine(sac, actor_params, step_fn, batch.obs[:n], key, steps)
+    fake = Transition(obs[-1], act[-1], rew[-1], last, term[-1])
+    return jax.tree.map(lambda r, f: r.at[-n:].set(f), batch, fake)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The algorithm
+# ---------------------------------------------------------------------------------------------------
+
+DEFAULTS: dict[str, Any] = dict(
+    steps=100_000,
+    init_steps=5000,
+    horizon=10,
+    model_train_freq=250,
+    updates_per_step=1,
+    target_entropy=None,
+    model_hidden=(200, 200, 200, 200),
+    model_max_epochs=200,
+    eval_every=1000,
+    eval_episodes=3,
+    env_kwargs={},
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Not in the paper: sized like MBPO's Pendulum preset (5,000 steps on a laptop CPU). Pendulum's model is
+    # accurate far ahead, but the policy changes quickly; H = 3.
+    "Pendulum-v1": dict(steps=5000, init_steps=400, horizon=3, model_train_freq=200, updates_per_step=5,
+                        model_hidden=(200, 200, 200), model_max_epochs=50, eval_every=200, eval_episodes=5),
+    # H = 10: the imagination depth of the paper's MuJoCo experiments. One update per step as in the paper's
+    # DDPG; the MBPO paper's H_target = -0.05 for this task.
+    "InvertedPendulum-v5": dict(steps=15_000, init_steps=1000, horizon=10, model_train_freq=250,
+                                updates_per_step=1, target_entropy=-0.05, eval_every=500, eval_episodes=3),
+    "HalfCheetah-v5": dict(steps=200_000, init_steps=5000, horizon=10, model_train_freq=250, updates_per_step=1,
+                           target_entropy=-3.0, eval_every=5000, eval_episodes=3),
+}
+
+
+@dataclass
+class Config:
+    """MVE-SAC. Fields left as None take the preset value of the environment (see PRESETS), else DEFAULTS."""
+
+    env: str = "Pendulum-v1"
+    """Gymnasium environment id with Box observations and Box actions."""
+    seed: int = 0
+    """Seed of everything: two runs with the same seed are identical."""
+    steps: int | None = None
+    """Total real environment steps, including the initial random exploration."""
+    init_steps: int | None = None
+    """Steps of uniformly random actions before learning starts."""
+    horizon: int | None = None
+    """H: imagined steps in each critic target (0: plain SAC targets)."""
+    model_train_freq: int | None = None
+    """Refit the model every this many environment steps."""
+    updates_per_step: int | None = None
+    """G: gradient updates per environment step."""
+    target_entropy: float | None = None
+    """SAC's entropy target; None gives -dim(A)."""
+    model_hidden: tuple[int, ...] | None = None
+    """Hidden layer widths of each ensemble member."""
+    eval_every: int | None = None
+    """Evaluate the deterministic policy every this many environment steps."""
+    eval_episodes: int | None = None
+    """Episodes per evaluation."""
+    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
+    """Keyword arguments for gymnasium.make; Python API and presets only."""
+    dyna_steps: int = 0
+    """Generalized Dyna: model steps ahead of the sampled states for the simulated transitions (0: off)."""
+    dyna_ratio: float = 0.5
+    """Generalized Dyna: fraction of each batch replaced by simulated transitions."""
+    ensemble_size: int = 7
+    """Ensemble members."""
+    num_elites: int = 5
+    """Members used for imagination, by holdout error."""
+    model_lr: float = 1e-3
+    model_batch_size: int = 256
+    holdout_ratio: float = 0.2
+    max_holdout: int = 5000
+    model_patience: int = 5
+    """Stop fitting after this many epochs without a 1 % holdout improvement."""
+    model_max_epochs: int | None = None
+    """At most this many epochs per refit (an epoch is at least 20 minibatches, see models/fit.py)."""
+    learn_termination: bool | None = None
+    """Learn a termination head; None: only when mbrlax knows no termination function for the env."""
+    sac_hidden: tuple[int, ...] = (256, 256)
+    sac_lr: float = 3e-4
+    sac_batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    replay_size: int = 1_000_000
+    """Capacity of the replay buffer."""
+    run_root: str = "runs"
+    """Where run directories are created."""
+    run_dir: str | None = None
+    """Use exactly this run directory (created if needed) instead of a new one under run_root."""
+    resume: str | None = None
+    """Continue the run in this directory from its last checkpoint."""
+    checkpoint_every: int | None = None
+    """Checkpoint every this many steps; None: at every evaluation."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    steps: int
+    final_return_mean: float
+    final_return_std: float
+    evals: list[tuple[int, float]] = field(default_factory=list)
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill every None from the env's preset, then DEFAULTS; validate ranges."""
+    preset = PRESETS.get(cfg.env, {})
+    filled = {k: (preset.get(k, v) if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in DEFAULTS.items()}
+    cfg = dataclasses.replace(cfg, **filled)
+    if cfg.checkpoint_every is None:
+        cfg = dataclasses.replace(cfg, checkpoint_every=cfg.eval_every)
+    if cfg.horizon < 0 or cfg.dyna_steps < 0:
+        raise ValueError(f"horizon and dyna_steps must be ≥ 0, got {cfg.horizon} and {cfg.dyna_steps}")
+    if not 0.0 < cfg.dyna_ratio < 1.0:
+        raise ValueError(f"dyna_ratio must be in (0, 1), got {cfg.dyna_ratio}")
+    for name in ("steps", "model_train_freq", "updates_per_step", "eval_every", "init_steps"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    return cfg
+
+
+def _components(cfg: Config, obs_dim: int, act_dim: int):
+    term_fn = known_fns.termination_fn(cfg.env)
+    learn_term = cfg.learn_termination if cfg.learn_termination is not None else term_fn is None
+    model = EnsembleModel(obs_dim, act_dim, ensemble_size=cfg.ensemble_size, num_elites=cfg.num_elites,
+                          hidden=cfg.model_hidden, learn_termination=learn_term, lr=cfg.model_lr)
+    sac = SAC(obs_dim, act_dim, hidden=cfg.sac_hidden, lr=cfg.sac_lr, gamma=cfg.gamma, tau=cfg.tau,
+              target_entropy=cfg.target_entropy)
+    return model, sac, (None if learn_term else term_fn)
+
+
+@partial(jax.jit, static_argnames=("sac",))
+def _act(sac: SAC, actor_params: Any, obs: jax.Array, key: jax.Array):
+    key, k = jax.random.split(key)
+    return sac.sample_action(actor_params, obs[None], k)[0], key
+
+
+def _plain(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=list))
+
+
+def _load_cfg(run_dir: str | Path) -> Config:
+    saved = runs.load_config(run_dir)
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def train(cfg: Config) -> Result:
+    """Train MVE-SAC; returns the final evaluation and the run directory."""
+    if cfg.resume is not None:
+        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
+        if cfg.steps is not None:
+            keep["steps"] = cfg.steps
+        cfg = dataclasses.replace(_load_cfg(cfg.resume), run_dir=cfg.resume, resume=cfg.resume, **keep)
+    cfg = resolve(cfg)
+    env, spec = make(cfg.env, **cfg.env_kwargs)
+    eval_env, _ = make(cfg.env, **cfg.env_kwargs)
+    model, sac, term_fn = _components(cfg, spec.obs_dim, spec.act_dim)
+    key = jax.random.key(cfg.seed)
+    key, k_model, k_sac = jax.random.split(key, 3)
+    st: dict[str, Any] = dict(
+        t=0, key=key, np_rng=np.random.default_rng(cfg.seed), sac=sac.init(k_sac), model=model.init(k_model),
+        model_fitted=False, real=ReplayBuffer(cfg.replay_size, spec.obs_dim, spec.act_dim),
+        episode=dict(ret=0.0, len=0, count=0), obs=None, env_state=None,
+    )
+    if cfg.resume is not None:
+        run_dir = Path(cfg.resume)
+        p = runs.load_checkpoint(run_dir)
+        if _plain(p["config"]["env"]) != cfg.env or p["config"]["seed"] != cfg.seed:
+            raise runs.CheckpointError("the checkpoint was made by a different config; resume with --resume alone")
+        st.update(t=int(p["t"]), key=jax.random.wrap_key_data(jnp.asarray(p["key"])),
+                  sac=runs.check_like("sac", p["sac"], st["sac"]), model=runs.check_like("model", p["model"], st["model"]),
+                  model_fitted=p["model_fitted"], episode=p["episode"], obs=p["obs"], env_state=p["env_state"])
+        st["np_rng"].bit_generator.state = p["np_rng"]
+        st["real"].load_state_dict(p["real"])
+    else:
+        name = f"mve-{cfg.env}-s{cfg.seed}"
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.save_config(run_dir, cfg, algorithm="mve")
+    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
+    logger.truncate_after(st["t"])
+    if st["obs"] is None or st["env_state"] is None:
+        st["obs"], _ = env.reset(seed=cfg.seed + st["episode"]["count"])
+    else:
+        env.reset(seed=cfg.seed)
+        set_env_state(env, st["env_state"])
+    n_dyna = int(round(cfg.sac_batch_size * cfg.dyna_ratio)) if cfg.dyna_steps > 0 else 0
+    mean_act = jax.jit(sac.mean_action)
+    evals = [(r["step"], r["eval/return_mean"]) for r in runs.read_metrics(run_dir) if "eval/return_mean" in r] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    bar = runs.ProgressBar(cfg.steps, f"mve {cfg.env}", cfg.progress, st["t"])
+    timer = dict(env=0.0, model=0.0, policy=0.0)
+    status: dict[str, float] = {}
+    sinfo: dict = {}
+
+    try:
+        while st["t"] < cfg.steps:
+            t = st["t"]
+            learning = t >= cfg.init_steps
+            if learning and (t - cfg.init_steps) % cfg.model_train_freq == 0:
+                # 2. fit the model on all real data (holdout early stopping, elites)
+                tic = time.perf_counter()
+                st["key"], k_fit = jax.random.split(st["key"])
+                try:
+                    st["model"], info = fit(model, st["model"], st["real"].all(), k_fit, holdout_ratio=cfg.holdout_ratio,
+                                            max_holdout=cfg.max_holdout, batch_size=cfg.model_batch_size,
+                                            max_epochs=cfg.model_max_epochs, patience=cfg.model_patience)
+                    st["model_fitted"] = True
+                    logger.log(t, info)
+                    status["mse"] = info["model/holdout_mse"]
+                except ModelDivergedError as e:
+                    if not st["model_fitted"]:
+                        raise RuntimeError(f"the first model fit diverged ({e}); lower model_lr") from e
+                    logger.log(t, {"model/diverged": 1.0})
+                timer["model"] += time.perf_counter() - tic
+
+            # 1. act in the real environment (uniformly random during the initial exploration)
+            tic = time.perf_counter()
+            if learning:
+                action, st["key"] = _act(sac, st["sac"].actor, jnp.asarray(st["obs"], jnp.float32), st["key"])
+                action = np.asarray(action)
+            else:
+                action = st["np_rng"].uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            st["real"].add(st["obs"], action, reward, next_obs, float(terminated))
+            ep = st["episode"]
+            ep["ret"] += float(reward)
+            ep["len"] += 1
+            if terminated or truncated:
+                logger.log(t + 1, {"train/episode_return": ep["ret"], "train/episode_length": ep["len"]})
+                ep.update(ret=0.0, len=0, count=ep["count"] + 1)
+                next_obs, _ = env.reset(seed=cfg.seed + ep["count"])
+            st["obs"] = next_obs
+            timer["env"] += time.perf_counter() - tic
+
+            # 3. G MVE updates (critic on H-step expanded targets; actor and temperature as SAC)
+            if learning:
+                tic = time.perf_counter()
+                batches = st["real"].sample(st["np_rng"], (cfg.updates_per_step, cfg.sac_batch_size))
+                st["key"], k = jax.random.split(st["key"])
+                st["sac"], sinfo = updates(sac, model, term_fn, st["sac"], st["model"], batches, k, cfg.horizon,
+                                           cfg.dyna_steps, n_dyna)
+                jax.block_until_ready(st["sac"])
+                timer["policy"] += time.perf_counter() - tic
+            st["t"] = t = t + 1
+
+            if t % cfg.eval_every == 0 or t == cfg.steps:
+                mean, std, _ = evaluate(eval_env, lambda o: np.asarray(mean_act(st["sac"].actor, jnp.asarray(o[None])))[0],
+                                        cfg.eval_episodes, seed=10_000 + cfg.seed)
+                evals.append((t, mean))
+                row = {"eval/return_mean": mean, "eval/return_std": std, **{f"time/{k_}": v for k_, v in timer.items()}}
+                row.update({k_: float(v) for k_, v in sinfo.items()})
+                logger.log(t, row)
+                runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
+                status["ret"] = mean
+            if t % cfg.checkpoint_every == 0 or t == cfg.steps:
+                st["env_state"] = get_env_state(env)
+                runs.save_checkpoint(run_dir, dict(
+                    config=dataclasses.asdict(cfg), t=st["t"], key=np.asarray(jax.random.key_data(st["key"])),
+                    np_rng=st["np_rng"].bit_generator.state, sac=runs.to_host(st["sac"]),
+                    model=runs.to_host(st["model"]), model_fitted=st["model_fitted"], real=st["real"].state_dict(),
+                    episode=dict(st["episode"]), obs=st["obs"], env_state=st["env_state"]))
+            if t % 50 == 0 or t == cfg.steps:
+                bar.update(t, "  ".join(s for s in (f"eval {status['ret']:.1f}" if "ret" in status else "",
+                                                    f"model mse {status['mse']:.3g}" if "mse" in status else "") if s))
+    finally:
+        bar.close()
+        logger.close()
+        env.close()
+        eval_env.close()
+    final = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r][-1]
+    return Result(run_dir, st["t"], final["eval/return_mean"], final["eval/return_std"], evals)
+
+
+def load_policy(run_dir: str | Path):
+    """The deterministic policy of a run's last checkpoint, as `act(obs) -> action`, plus the config."""
+    cfg = resolve(_load_cfg(run_dir))
+    env, spec = make(cfg.env, **cfg.env_kwargs)
+    env.close()
+    _, sac, _ = _components(cfg, spec.obs_dim, spec.act_dim)
+    sac_state = runs.check_like("sac", runs.load_checkpoint(run_dir)["sac"], sac.init(jax.random.key(0)))
+    mean_act = jax.jit(sac.mean_action)
+    return (lambda o: np.asarray(mean_act(sac_state.actor, jnp.asarray(o[None])))[0]), cfg
