@@ -79,6 +79,8 @@ def _plot(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "plot": _plot}
+COMMANDS["dataset"] = lambda argv: __import__("mbrlax.data.offline", fromlist=["_"]).dataset_command(argv)
+COMMANDS["diagnose"] = lambda argv: __import__("mbrlax.diagnostics.gradients", fromlist=["_"]).diagnose_command(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
