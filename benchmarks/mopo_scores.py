@@ -139,7 +139,7 @@ def plot(results: dict, path: Path) -> None:
             pts = [v for v in results[n][key].values() if v is not None]
             ax.scatter([i + off] * len(pts), pts, color="k", s=8, zorder=3)
     ax.set_xticks(x, names, fontsize=8)
-    ax.set_ylabel("D4RL normalized score")
+    ax.set_ylabel("normalized score (dataset's own random / SAC references)")
     ax.axhline(0, color="k", lw=0.6)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)

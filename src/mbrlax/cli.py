@@ -4,6 +4,8 @@
     mbrlax train ALGO --resume runs/<run>                        continue a run from its last checkpoint
     mbrlax eval runs/<run> [--episodes N]                        mean ± std return of the checkpointed policy
     mbrlax plot runs/<run> [runs/<other> ...] [--out F.png]      learning curves on one figure
+    mbrlax dataset make --env ID --kind KIND | info PATH         offline datasets (Minari format), made locally
+    mbrlax diagnose gradients [--system lq|pendulum | --run R]   pathwise vs likelihood-ratio gradients, Jacobians
 """
 
 from __future__ import annotations
@@ -78,9 +80,19 @@ def _plot(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "plot": _plot}
-COMMANDS["dataset"] = lambda argv: __import__("mbrlax.data.offline", fromlist=["_"]).dataset_command(argv)
-COMMANDS["diagnose"] = lambda argv: __import__("mbrlax.diagnostics.gradients", fromlist=["_"]).diagnose_command(argv)
+def _dataset(argv: list[str]) -> int:
+    from mbrlax.data.offline import dataset_command
+
+    return dataset_command(argv)
+
+
+def _diagnose(argv: list[str]) -> int:
+    from mbrlax.diagnostics.gradients import diagnose_command
+
+    return diagnose_command(argv)
+
+
+COMMANDS = {"train": _train, "eval": _eval, "plot": _plot, "dataset": _dataset, "diagnose": _diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:
