@@ -64,22 +64,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
+    ap.add_argument("--report-only", action="store_true",
+                    help="only collect the runs made so far (unfinished ones are reported with their steps_run)")
     args = ap.parse_args()
     info = machine()
     jobs = [(a, s) for s in args.seeds for a in args.arms]
-    # spawn, not fork: JAX is multithreaded and a forked child can deadlock
-    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        dirs = dict(zip(jobs, pool.map(run_one, *zip(*jobs), [args.steps] * len(jobs))))
+    if args.report_only:
+        dirs = {j: str(RUNS / f"pendulum-{j[0]}-s{j[1]}") for j in jobs
+                if (RUNS / f"pendulum-{j[0]}-s{j[1]}" / "metrics.jsonl").exists()}
+    else:
+        # spawn, not fork: JAX is multithreaded and a forked child can deadlock
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            dirs = dict(zip(jobs, pool.map(run_one, *zip(*jobs), [args.steps] * len(jobs))))
 
     result: dict = {"threshold": THRESHOLD, "steps": args.steps, "machine": info, "runs": {}}
     for (algo, seed), d in dirs.items():
         x, y = curve(d)
         result["runs"][f"{algo}/s{seed}"] = {
             "crossing_step": first_crossing(x, y), "final_return": y[-1], "eval_steps": x, "eval_returns": y,
+            "steps_run": x[-1], "finished": x[-1] >= args.steps,
             "config": json.loads((Path(d) / "config.json").read_text()),
         }
-    for algo in args.arms:
-        cross = [result["runs"][f"{algo}/s{s}"]["crossing_step"] for s in args.seeds]
+    arms = [a for a in args.arms if any(k.startswith(f"{a}/") for k in result["runs"])]
+    for algo in arms:
+        # a seed not run yet counts as not crossed (inf); one still running counts if it has crossed
+        cross = [result["runs"].get(f"{algo}/s{s}", {}).get("crossing_step") for s in args.seeds]
         reached = [c for c in cross if c is not None]
         result[algo] = {
             "crossing_steps": cross,
@@ -87,7 +96,7 @@ def main() -> None:
             "median_crossing_step": float(np.median([c if c is not None else np.inf for c in cross])),
         }
     m = result["mbpo"]["median_crossing_step"]
-    for algo in (a for a in args.arms if a != "mbpo"):
+    for algo in (a for a in arms if a != "mbpo"):
         s = result[algo]["median_crossing_step"]
         # > 1: MBPO needs that many times fewer steps than this arm to first reach the threshold
         key = "sample_efficiency_ratio_sac_over_mbpo" + ("" if algo == "sac" else f"_{algo}")
@@ -100,15 +109,15 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for algo in args.arms:
+    for algo in arms:
         color = COLORS[algo]
         ys = []
-        for seed in args.seeds:
+        for seed in (s for s in args.seeds if f"{algo}/s{s}" in result["runs"]):
             x, y = result["runs"][f"{algo}/s{seed}"]["eval_steps"], result["runs"][f"{algo}/s{seed}"]["eval_returns"]
             ax.plot(x, y, color=color, alpha=0.3, lw=1)
-            ys.append(y)
-        n = min(len(y) for y in ys)
-        ax.plot(x[:n], np.median([y[:n] for y in ys], 0), color=color, lw=2.2,
+            ys.append((x, y))
+        x = min((x for x, _ in ys), key=len)  # the median over the steps every seed has reached
+        ax.plot(x, np.median([y[: len(x)] for _, y in ys], 0), color=color, lw=2.2,
                 label=f"{LABELS[algo]} (median of {len(ys)} seeds; "
                       f"crosses at {result[algo]['crossing_steps']})")
     ax.axhline(THRESHOLD, color="k", ls="--", lw=1, label="-200")
