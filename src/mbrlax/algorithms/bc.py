@@ -24,6 +24,7 @@ import optax
 
 from mbrlax import runs
 from mbrlax.agents.nets import MLP
+from mbrlax.algorithms.common import Result as BaseResult
 from mbrlax.data import offline
 from mbrlax.envs.make import make
 from mbrlax.evaluation import evaluate
@@ -60,12 +61,7 @@ class Config:
 
 
 @dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
+class Result(BaseResult):
     final_normalized_score: float | None = None
 
 

@@ -39,6 +39,7 @@ import tyro
 
 from mbrlax import runs
 from mbrlax.agents.pathwise import Pathwise
+from mbrlax.algorithms.common import Result
 from mbrlax.data.replay import ReplayBuffer
 from mbrlax.envs import known_fns
 from mbrlax.envs.make import make
@@ -154,15 +155,6 @@ class Config:
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
-
-
-@dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
 
 
 # ======================================================================================================

@@ -35,6 +35,7 @@ import optax
 from mbrlax import runs
 from mbrlax.algorithms import gps
 from mbrlax.algorithms import lqr_flm as flm
+from mbrlax.algorithms.common import Result as BaseResult
 from mbrlax.envs import jax_envs
 
 DEFAULTS: dict[str, Any] = dict(iterations=300, batch=64, lr=3e-3, success_dist=0.1)
@@ -92,12 +93,7 @@ class Config:
 
 
 @dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
+class Result(BaseResult):
     success: float = 0.0
 
 

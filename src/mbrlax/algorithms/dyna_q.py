@@ -47,6 +47,7 @@ import numpy as np
 import tyro
 
 from mbrlax import runs
+from mbrlax.algorithms.common import Result as BaseResult, fill_preset
 from mbrlax.envs import tabular
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,21 +358,14 @@ class Config:
 
 
 @dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
+class Result(BaseResult):
     episode_lengths: list[int] = field(default_factory=list)
     q: np.ndarray | None = None
 
 
 def resolve(cfg: Config) -> Config:
     """Fill every None from the env's preset, then DEFAULTS; validate ranges."""
-    preset = PRESETS.get(cfg.env, {})
-    filled = {k: (preset.get(k, v) if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in DEFAULTS.items()}
-    cfg = dataclasses.replace(cfg, **filled)
+    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.planning_steps < 0:
         raise ValueError(f"planning_steps must be ≥ 0, got {cfg.planning_steps}")
     if cfg.steps <= 0 or (cfg.episodes is not None and cfg.episodes <= 0):

@@ -43,6 +43,7 @@ import tyro
 from mbrlax import runs
 from mbrlax.agents.nets import MLP
 from mbrlax.algorithms import lqr_flm as flm
+from mbrlax.algorithms.common import Result as BaseResult
 from mbrlax.envs.make import make
 from mbrlax.planning import ilqr as il
 
@@ -129,12 +130,7 @@ class Config:
 
 
 @dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
+class Result(BaseResult):
     train_success: float = 0.0
     test_success: float = 0.0
 

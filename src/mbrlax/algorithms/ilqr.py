@@ -31,6 +31,7 @@ import numpy as np
 
 from mbrlax import runs
 from mbrlax.algorithms import lqr_flm as flm
+from mbrlax.algorithms.common import Result
 from mbrlax.envs import jax_envs
 from mbrlax.envs.make import make
 from mbrlax.planning import ilqr as il
@@ -86,15 +87,6 @@ class Config:
     """Show a progress bar."""
     tensorboard: bool = True
     """Also write TensorBoard event files."""
-
-
-@dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
 
 
 def resolve(cfg: Config) -> Config:

@@ -35,6 +35,7 @@ import numpy as np
 import tyro
 
 from mbrlax import runs
+from mbrlax.algorithms.common import Result as BaseResult, fill_preset
 from mbrlax.envs.make import make
 from mbrlax.models import local_linear as ll
 from mbrlax.planning import ilqr as il
@@ -124,20 +125,13 @@ class Config:
 
 
 @dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
+class Result(BaseResult):
     costs: list[float] = field(default_factory=list)
     """Mean real cost (−return) of each iteration's samples."""
 
 
 def resolve(cfg: Config) -> Config:
-    preset = PRESETS.get(cfg.env, {})
-    filled = {k: (preset.get(k, v) if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in DEFAULTS.items()}
-    cfg = dataclasses.replace(cfg, **filled)
+    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.cost not in COSTS:
         raise ValueError(f"cost must be one of {sorted(COSTS)}, got {cfg.cost!r}")
     if cfg.regression not in ("plain", "bayes"):

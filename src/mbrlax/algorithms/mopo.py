@@ -48,6 +48,7 @@ import numpy as np
 
 from mbrlax import runs
 from mbrlax.agents.sac import SAC, SACState
+from mbrlax.algorithms.common import Result as BaseResult
 from mbrlax.data import offline
 from mbrlax.data.replay import (
     DeviceBuffer,
@@ -175,12 +176,7 @@ class Config:
 
 
 @dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
+class Result(BaseResult):
     final_normalized_score: float | None = None
 
 

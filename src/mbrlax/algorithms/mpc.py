@@ -49,6 +49,7 @@ import numpy as np
 import tyro
 
 from mbrlax import runs
+from mbrlax.algorithms.common import Result
 from mbrlax.data.replay import ReplayBuffer
 from mbrlax.envs import jax_envs, known_fns
 from mbrlax.envs.make import make
@@ -198,15 +199,6 @@ class Config:
     """Continue the run in this directory from its last checkpoint (saved after every episode)."""
     progress: bool = True
     tensorboard: bool = True
-
-
-@dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
 
 
 def resolve(cfg: Config) -> Config:

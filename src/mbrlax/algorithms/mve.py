@@ -50,6 +50,7 @@ import tyro
 from mbrlax import runs
 from mbrlax.agents.nets import tanh_gaussian_sample
 from mbrlax.agents.sac import SAC, SACState
+from mbrlax.algorithms.common import Result, fill_preset
 from mbrlax.data.replay import ReplayBuffer
 from mbrlax.envs import known_fns
 from mbrlax.envs.make import get_env_state, make, set_env_state
@@ -303,20 +304,9 @@ class Config:
     tensorboard: bool = True
 
 
-@dataclass
-class Result:
-    run_dir: Path
-    steps: int
-    final_return_mean: float
-    final_return_std: float
-    evals: list[tuple[int, float]] = field(default_factory=list)
-
-
 def resolve(cfg: Config) -> Config:
     """Fill every None from the env's preset, then DEFAULTS; validate ranges."""
-    preset = PRESETS.get(cfg.env, {})
-    filled = {k: (preset.get(k, v) if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in DEFAULTS.items()}
-    cfg = dataclasses.replace(cfg, **filled)
+    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.checkpoint_every is None:
         cfg = dataclasses.replace(cfg, checkpoint_every=cfg.eval_every)
     if cfg.horizon < 0 or cfg.dyna_steps < 0:
