@@ -63,9 +63,13 @@ def _eval(argv: list[str]) -> int:
 
     args = tyro.cli(EvalArgs, args=argv, prog="mbrlax eval")
     module, _ = registry.get(run_algorithm(args.run))
-    act, cfg = module.load_policy(args.run)
-    env, _ = make(cfg.env, **(getattr(cfg, "env_kwargs", None) or {}))
-    mean, std, _ = evaluate(env, act, args.episodes, args.seed)
+    if hasattr(module, "evaluate_run"):  # algorithms whose envs `make` does not take (tabular: Discrete spaces)
+        mean, std = module.evaluate_run(args.run, args.episodes, args.seed)
+        cfg = module.load_policy(args.run)[1]
+    else:
+        act, cfg = module.load_policy(args.run)
+        env, _ = make(cfg.env, **(getattr(cfg, "env_kwargs", None) or {}))
+        mean, std, _ = evaluate(env, act, args.episodes, args.seed)
     print(f"{cfg.env}: return {mean:.1f} ± {std:.1f} over {args.episodes} episodes ({args.run})")
     return 0
 

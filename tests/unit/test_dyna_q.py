@@ -136,6 +136,8 @@ def test_cli_train_dyna_q_on_the_dyna_maze(tmp_path, capsys):
     # the greedy path reaches G, within a few steps of the optimal 14
     assert 14 <= int(dyna_q.greedy_path_length(jnp.asarray(q), jnp.asarray(t.next_state[0]), jnp.asarray(t.terminated[0]), t.start)) <= 20
     assert dyna_q.evaluate_run(rd, episodes=2) == (1.0, 0.0)
+    assert cli.main(["eval", str(rd), "--episodes", "2"]) == 0  # `mbrlax eval` takes the tabular path
+    assert "return 1.0 ± 0.0" in capsys.readouterr().out
 
 
 def test_any_discrete_gymnasium_env_works(tmp_path):
