@@ -132,7 +132,7 @@ def main() -> None:
                 for impl in ("sb3", "sbx"):
                     res = peer(impl, width, steps=200 if impl == "sb3" else 1000)
                     if res is not None:
-                        row[impl] = res.get("median_steps_per_sec", res.get("error"))
+                        row[impl] = res.get("steps_per_sec_median", res.get("error"))
             rec["rounds"].append(row)
             print(width, row, flush=True)
         med = {k: statistics.median(r[k] for r in rec["rounds"] if isinstance(r.get(k), float))

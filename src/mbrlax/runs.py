@@ -43,8 +43,8 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
 
 
 def save_config(run_dir: Path, cfg: Any, algorithm: str | None = None) -> None:
-    """config.json (the resolved config) and, given `algorithm` (its `mbrlax train` name), run.json, which
-    tells `mbrlax eval` and `--resume` which algorithm made the run."""
+    """config.json (the resolved config) and, given `algorithm` (its `mbrlax train` name), run.json, from
+    which `mbrlax eval` learns which algorithm made the run (and so how to load its policy)."""
     d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     (run_dir / "config.json").write_text(json.dumps(d, indent=2, default=list) + "\n")
     if algorithm is not None:

@@ -17,7 +17,7 @@ reach the target from every condition without the teachers (evaluated on its mea
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any

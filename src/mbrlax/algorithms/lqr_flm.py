@@ -22,7 +22,6 @@ Bayesian fit (the GPS code keeps the empirical mean); the dual search is a brack
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from functools import partial
 from dataclasses import dataclass, field

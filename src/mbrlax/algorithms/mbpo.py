@@ -22,17 +22,16 @@ With `real_ratio=1` nothing model-based runs: that is SAC alone, with every othe
 Deviations from the paper's code, each deliberate: the ensemble also normalizes its targets; minibatches
 are drawn with replacement per member (a bootstrap) instead of per-member permutations; a model-training
 epoch is at least `model_min_epoch_steps` minibatches (on small data the paper's patience of 5 one-pass
-epochs stops the fit after ~10 gradient steps); the evaluation averages `eval_episodes` deterministic
-episodes instead of one.
+epochs stops the fit after ~10 gradient steps); each refit starts a fresh Adam state (see models/fit.py);
+the evaluation averages `eval_episodes` deterministic episodes instead of one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
