@@ -153,7 +153,7 @@ def test_bad_input():
         mve.resolve(mve.Config(dyna_ratio=1.5))
 
 
-def test_model_step_uses_one_elite_per_row_and_the_known_termination():
+def test_model_step_uses_the_elites_and_the_known_termination():
     from mbrlax.models.ensemble import EnsembleModel
 
     model = EnsembleModel(OBS, ACT, ensemble_size=4, num_elites=2, hidden=(8,), probabilistic=False)
@@ -163,7 +163,7 @@ def test_model_step_uses_one_elite_per_row_and_the_known_termination():
     ends = lambda o, a, n: n[:, 0] > 0  # noqa: E731
     nxt, rew, term = jax.jit(mve.model_step_fn(model, ms, ends))(obs, act, jax.random.key(3))
     pred = model.predict(ms, obs, act)  # every member on every row; deterministic model: no noise
-    member = np.array([3, 3, 3, 1, 1])  # rows split into K = 2 groups of ⌈5/2⌉ = 3
-    np.testing.assert_allclose(nxt, pred.next_obs_mean[member, np.arange(5)], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rew, pred.reward_mean[member, np.arange(5)], rtol=1e-5, atol=1e-6)
+    for i in range(5):  # each row is one elite's prediction (which one: tests/unit/test_ensemble.py)
+        assert any(np.allclose(nxt[i], pred.next_obs_mean[m, i], atol=1e-5)
+                   and np.isclose(rew[i], pred.reward_mean[m, i], atol=1e-5) for m in (1, 3))
     np.testing.assert_array_equal(term, (np.asarray(nxt)[:, 0] > 0).astype(np.float32))

@@ -51,6 +51,47 @@ def test_prediction_shapes():
     assert p.term_logit.shape == (4, 5)
 
 
+def test_elite_step_sends_each_row_through_one_elite_redrawn_per_call():
+    """Deterministic members: every row's output is its own elite's mean; the K elites share the rows
+    evenly (⌈B/K⌉ at most each), non-elites are never used, and another key deals the rows differently."""
+    model = EnsembleModel(3, 2, ensemble_size=4, num_elites=2, hidden=(8,), probabilistic=False,
+                          learn_termination=True)
+    state = model.init(jax.random.key(0))._replace(elites=jnp.array([3, 1], jnp.int32))
+    obs = jax.random.normal(jax.random.key(1), (7, 3))
+    act = jax.random.normal(jax.random.key(2), (7, 2))
+    pred = model.predict(state, obs, act)
+
+    def members(key):
+        nxt, rew, prob = jax.jit(model.elite_step)(state, obs, act, key)
+        hit = [[np.allclose(nxt[i], pred.next_obs_mean[m, i], atol=1e-5) and np.isclose(rew[i], pred.reward_mean[m, i], atol=1e-5)
+                for m in range(4)] for i in range(7)]
+        member = np.array([int(np.argmax(h)) for h in hit])
+        assert all(any(h) for h in hit) and set(member) <= {1, 3}
+        assert max(np.bincount(member, minlength=4)[[1, 3]]) <= 4  # ⌈7/2⌉
+        np.testing.assert_allclose(prob, jax.nn.sigmoid(pred.term_logit[member, np.arange(7)]), atol=1e-5)
+        return member
+
+    draws = [tuple(members(jax.random.key(k))) for k in range(6)]
+    assert len(set(draws)) > 1
+
+
+def test_elite_step_samples_the_members_gaussian():
+    """One elite: the draws' mean and std match that member's predicted mean and std; sample=False is the mean."""
+    model = EnsembleModel(3, 2, ensemble_size=3, num_elites=1, hidden=(16,))
+    state = model.init(jax.random.key(0))._replace(elites=jnp.array([2], jnp.int32))
+    state = state._replace(out_norm=Normalizer(jnp.array([0.1, -0.2, 0.0, 1.0]), jnp.array([0.5, 2.0, 1.0, 3.0])))
+    obs = jnp.broadcast_to(jnp.array([0.3, -0.1, 0.5]), (20_000, 3))
+    act = jnp.broadcast_to(jnp.array([0.2, -0.4]), (20_000, 2))
+    pred = model.predict(state, obs[:1], act[:1])
+    nxt, rew, _ = jax.jit(model.elite_step)(state, obs, act, jax.random.key(5))
+    np.testing.assert_allclose(nxt.mean(0), pred.next_obs_mean[2, 0], atol=0.05)
+    np.testing.assert_allclose(nxt.std(0), np.sqrt(pred.next_obs_var[2, 0]), rtol=0.03)
+    np.testing.assert_allclose(rew.std(), np.sqrt(pred.reward_var[2, 0]), rtol=0.03)
+    mean_nxt, mean_rew, _ = model.elite_step(state, obs[:4], act[:4], jax.random.key(5), sample=False)
+    np.testing.assert_allclose(mean_nxt, jnp.broadcast_to(pred.next_obs_mean[2, 0], (4, 3)), atol=1e-5)
+    np.testing.assert_allclose(mean_rew, jnp.broadcast_to(pred.reward_mean[2, 0], (4,)), atol=1e-5)
+
+
 def test_members_are_independent():
     """The loss gradient of one member's batch moves only that member's weights."""
     model = small_model()

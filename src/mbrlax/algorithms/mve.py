@@ -27,8 +27,8 @@ it is SAC, update for update (tests/algorithms/test_mve.py).
 transitions to each SAC batch (`dyna_ratio` of it). With `horizon=0, dyna_steps=0` this file is SAC.
 
 Deviations: the model is MBPO's probabilistic ensemble (each imagined sample uses one elite member,
-sampling its Gaussian; see `model_step_fn`) rather than the paper's deterministic network; the learner is SAC, not DDPG; the
-actor is trained on the real states only.
+sampling its Gaussian, or its mean with `model_noise=False`; see `model_step_fn`) rather than the paper's
+deterministic network; the learner is SAC, not DDPG; the actor is trained on the real states only.
 """
 
 from __future__ import annotations
@@ -111,31 +111,17 @@ def mve_targets(sac: SAC, state: SACState, batch: Transition, step_fn: StepFn, k
             targets, weights)
 
 
-def model_step_fn(model: EnsembleModel, model_state: ModelState, term_fn) -> StepFn:
-    """One model step for a batch B: the batch is split into K contiguous groups, group k is predicted by
-    elite member k only (its Gaussian sampled), so a step costs about one network pass per sample instead
-    of E (`EnsembleModel.sample_step` evaluates every member for every sample). The rows of a replay batch
-    are i.i.d., so this matches MBPO's "a random elite per sample" in distribution. Termination from the
-    known function, else the learned head (p > 0.5), else never."""
-    e, k = model.ensemble_size, model.num_elites
+def model_step_fn(model: EnsembleModel, model_state: ModelState, term_fn, noise: bool = True) -> StepFn:
+    """One model step for a batch B: `EnsembleModel.elite_step` (a random elite per row, one network pass
+    per sample; `noise=False`: the member's mean, like the paper's deterministic model). Termination from
+    the known function, else the learned head (p > 0.5), else never."""
 
     def step(obs, action, key):
-        b = obs.shape[0]
-        g = -(-b // k)  # rows per elite
-        pad = lambda x: jnp.concatenate([x, jnp.zeros((k * g - b, *x.shape[1:]), x.dtype)], 0)  # noqa: E731
-        # E×g×… inputs: the elites' slots hold their group, the other members' slots zeros (unused)
-        spread = lambda x: jnp.zeros((e, g, *x.shape[1:]), x.dtype).at[model_state.elites].set(  # noqa: E731
-            pad(x).reshape(k, g, *x.shape[1:]))
-        pred = model.predict(model_state, spread(obs), spread(action))
-        pick = lambda x: x[model_state.elites].reshape(k * g, *x.shape[2:])[:b]  # noqa: E731
-        mean = jnp.concatenate([pick(pred.next_obs_mean), pick(pred.reward_mean)[:, None]], -1)
-        std = jnp.sqrt(jnp.concatenate([pick(pred.next_obs_var), pick(pred.reward_var)[:, None]], -1))
-        sample = mean + std * jax.random.normal(key, mean.shape)
-        next_obs, reward = sample[:, :-1], sample[:, -1]
+        next_obs, reward, term_prob = model.elite_step(model_state, obs, action, key, sample=noise)
         if term_fn is not None:
             term = term_fn(obs, action, next_obs)
-        elif pred.term_logit is not None:
-            term = jax.nn.sigmoid(pick(pred.term_logit)) > 0.5
+        elif term_prob is not None:
+            term = term_prob > 0.5
         else:
             term = jnp.zeros(obs.shape[:-1], bool)
         return next_obs, reward, term.astype(jnp.float32)
@@ -176,14 +162,14 @@ def mve_update(sac: SAC, state: SACState, batch: Transition, step_fn: StepFn, ke
     return new, info
 
 
-@partial(jax.jit, static_argnames=("sac", "model", "term_fn", "horizon", "dyna_steps", "n_dyna"))
+@partial(jax.jit, static_argnames=("sac", "model", "term_fn", "horizon", "dyna_steps", "n_dyna", "noise"))
 def updates(sac: SAC, model: EnsembleModel, term_fn, sac_state: SACState, model_state: ModelState,
             batches: Transition, key: jax.Array, horizon: int, dyna_steps: int = 0,
-            n_dyna: int = 0) -> tuple[SACState, dict]:
+            n_dyna: int = 0, noise: bool = True) -> tuple[SACState, dict]:
     """G updates on real batches G×B, fused in one `lax.scan`. With `dyna_steps > 0` (generalized Dyna), the
     last `n_dyna` rows of each batch are replaced by transitions simulated `dyna_steps` model steps ahead of
     the batch's own states with the current policy."""
-    step_fn = model_step_fn(model, model_state, term_fn)
+    step_fn = model_step_fn(model, model_state, term_fn, noise)
 
     def one(state, xs):
         batch, k = xs
@@ -270,6 +256,8 @@ class Config:
     """Generalized Dyna: model steps ahead of the sampled states for the simulated transitions (0: off)."""
     dyna_ratio: float = 0.5
     """Generalized Dyna: fraction of each batch replaced by simulated transitions."""
+    model_noise: bool = True
+    """Imagine with draws from the members' Gaussians; False: their means (the paper's deterministic model)."""
     ensemble_size: int = 7
     """Ensemble members."""
     num_elites: int = 5
@@ -439,7 +427,7 @@ def train(cfg: Config) -> Result:
                 batches = st["real"].sample(st["np_rng"], (cfg.updates_per_step, cfg.sac_batch_size))
                 st["key"], k = jax.random.split(st["key"])
                 st["sac"], sinfo = updates(sac, model, term_fn, st["sac"], st["model"], batches, k, cfg.horizon,
-                                           cfg.dyna_steps, n_dyna)
+                                           cfg.dyna_steps, n_dyna, cfg.model_noise)
                 jax.block_until_ready(st["sac"])
                 timer["policy"] += time.perf_counter() - tic
             st["t"] = t = t + 1

@@ -139,6 +139,8 @@ class EnsembleModel:
         self.probabilistic, self.learn_termination = probabilistic, learn_termination
         self.out_dim = obs_dim + 1
         self.net = EnsembleMLP(ensemble_size, self.out_dim, tuple(hidden), probabilistic, learn_termination)
+        # The same network over the K elites' slices of the parameters (`elite_step`).
+        self.elite_net = EnsembleMLP(num_elites, self.out_dim, tuple(hidden), probabilistic, learn_termination)
         n_layers = len(hidden) + 1
         wd = tuple(weight_decay)
         # One decay per layer (MBPO decays deeper layers more); a single value applies to all.
@@ -206,6 +208,34 @@ class EnsembleModel:
         sample = mean + std * jax.random.normal(k_noise, mean.shape)
         term_prob = None if pred.term_logit is None else jax.nn.sigmoid(pick(pred.term_logit))
         return sample[:, :-1], sample[:, -1], term_prob, pred
+
+    def elite_step(self, state: ModelState, obs: jax.Array, action: jax.Array, key: jax.Array,
+                   sample: bool = True):
+        """`sample_step` at one network pass per sample instead of E: the rows are shuffled and split into K
+        equal groups, group k goes through elite k. Each sample thus gets a random elite, re-drawn at every
+        call (drawn without replacement, so the groups are balanced: mbrl-lib's "random_model" propagation
+        does the same). `sample=False` returns the member's mean instead of a draw from its Gaussian.
+        Returns next_obs B×D, reward B and the termination probability B (or None)."""
+        b, k = obs.shape[0], self.num_elites
+        g = -(-b // k)  # rows per elite
+        k_perm, k_noise = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, b)
+        x = state.in_norm.normalize(jnp.concatenate([obs, action], -1))[perm]
+        x = jnp.concatenate([x, jnp.zeros((k * g - b, x.shape[-1]), x.dtype)]).reshape(k, g, -1)
+        # E-stacked leaves (ndim >= 2) -> the elites' K slices; the shared log-variance bounds as they are
+        params = jax.tree.map(lambda p: p[state.elites] if p.ndim >= 2 else p, state.params)
+        mean_n, logvar_n, term_logit = self.elite_net.apply(params, x)
+
+        def unshuffle(y):  # K×g(×…) in shuffled order -> B(×…) in the caller's order
+            y = y.reshape(k * g, *y.shape[2:])[:b]
+            return jnp.zeros_like(y).at[perm].set(y)
+
+        mean = unshuffle(state.out_norm.denormalize(mean_n))
+        if sample and logvar_n is not None:
+            mean = mean + unshuffle(jnp.exp(0.5 * logvar_n)) * state.out_norm.std * jax.random.normal(
+                k_noise, mean.shape)
+        term_prob = None if term_logit is None else jax.nn.sigmoid(unshuffle(term_logit))
+        return obs + mean[:, :-1], mean[:, -1], term_prob
 
     # ---- training ----------------------------------------------------------------------------
     def targets(self, obs, next_obs, reward):
