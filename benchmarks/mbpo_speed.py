@@ -84,13 +84,119 @@ def run_ours(hp: dict, preset: str, window: int, model_epochs: int) -> dict:
             "model_epochs_per_training": epochs, "config": json.loads((Path(cfg.run_dir) / "config.json").read_text())}
 
 
+def _xla_flops(fn, *args) -> float:
+    import jax
+
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def compute_floor(cfg: dict, run_dir: Path, window: int) -> dict:
+    """The update's FLOPs per environment step (XLA cost analysis of one SAC update, one model minibatch
+    step and one rollout step, times how often our run did each in the window) divided by the matmul
+    rate measured on the SAC update's GEMM shape (256 × width × width, as benchmarks/sac_speed.py)."""
+    import jax
+    import jax.numpy as jnp
+    from sac_speed import gemm_rate
+
+    from mbrlax.agents.sac import SAC
+    from mbrlax.envs.make import make
+    from mbrlax.models.ensemble import EnsembleModel
+    from mbrlax.runs import read_metrics
+    from mbrlax.types import Transition
+
+    _, spec = make(cfg["env"])
+    o, a, b = spec.obs_dim, spec.act_dim, cfg["sac_batch_size"]
+    sac = SAC(o, a, hidden=tuple(cfg["sac_hidden"]))
+    sst = sac.init(jax.random.key(0))
+    batch = Transition(jnp.zeros((b, o)), jnp.zeros((b, a)), jnp.zeros(b), jnp.zeros((b, o)), jnp.zeros(b))
+    f_sac = _xla_flops(sac.update, sst, batch, jax.random.key(0))
+    model = EnsembleModel(o, a, ensemble_size=cfg["ensemble_size"], num_elites=cfg["num_elites"],
+                          hidden=tuple(cfg["model_hidden"]))
+    mst = model.init(jax.random.key(0))
+    e, mb = cfg["ensemble_size"], cfg["model_batch_size"]
+    mbatch = Transition(jnp.zeros((e, mb, o)), jnp.zeros((e, mb, a)), jnp.zeros((e, mb)), jnp.zeros((e, mb, o)),
+                        jnp.zeros((e, mb)))
+    f_model = _xla_flops(lambda p: jax.grad(lambda q: model.loss(q, mst.in_norm, mst.out_norm, mbatch)[0])(p),
+                         mst.params)
+    n = 1024
+    f_roll = _xla_flops(lambda ob, k: model.elite_step(mst, ob, sac.sample_action(sst.actor, ob, k), k)[0],
+                        jnp.zeros((n, o)), jax.random.key(0)) / n
+    rows = read_metrics(run_dir)
+    start = cfg["init_steps"]
+    fits = [r for r in rows if "model/epochs" in r and start <= r["step"] < start + window]
+    minibatches = sum(r["model/epochs"] * max(-(-r["model/n_train"] // mb), cfg["model_min_epoch_steps"]) for r in fits)
+    k = [r["rollout/length"] for r in rows if "rollout/length" in r and start <= r["step"] < start + window]
+    per_step = {
+        "sac": cfg["updates_per_step"] * f_sac,
+        "model": minibatches * f_model / window,
+        "rollout": cfg["rollout_batch_size"] * float(sum(k)) * f_roll / window,
+    }
+    rate = gemm_rate(256, cfg["sac_hidden"][0], cfg["sac_hidden"][0]) * 1e9
+    return {"gemm_gflops_at_sac_shape": rate / 1e9, "flops_per_env_step": per_step,
+            "floor_ms_per_env_step": {**{k_: v / rate * 1e3 for k_, v in per_step.items()},
+                                      "total": sum(per_step.values()) / rate * 1e3},
+            "flops_per_sac_update": f_sac, "flops_per_model_minibatch": f_model, "flops_per_rollout_transition": f_roll,
+            "model_minibatches_in_window": minibatches}
+
+
+def plot(out: dict) -> None:
+    """Stacked bars per preset: mbrl-lib, mbrlax and the compute floor, split into the loop's phases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(out["presets"]), figsize=(6 * len(out["presets"]), 4.2), squeeze=False)
+    for ax, (preset, rec) in zip(axes[0], out["presets"].items()):
+        r = rec["rounds"][0]
+        peer_b = r["mbrl-lib"].get("breakdown_in_window", {})
+        ours_b = r["mbrlax"]["breakdown_ms_per_env_step"]
+        fl = rec.get("floor", {}).get("floor_ms_per_env_step", {})
+        parts = {
+            "model training": (peer_b.get("model_train_incl_save", {}).get("ms_per_env_step", 0), ours_b.get("model", 0),
+                               fl.get("model", 0)),
+            "model rollouts": (peer_b.get("model_rollouts", {}).get("ms_per_env_step", 0), ours_b.get("rollout", 0),
+                               fl.get("rollout", 0)),
+            "SAC updates": (peer_b.get("sac_update", {}).get("ms_per_env_step", 0), ours_b.get("policy", 0),
+                            fl.get("sac", 0)),
+        }
+        parts["env + rest"] = (rec["mbrl-lib_ms_per_env_step"] - sum(v[0] for v in parts.values()),
+                               rec["mbrlax_ms_per_env_step"] - sum(v[1] for v in parts.values()), 0)
+        names = ["mbrl-lib", "mbrlax", "compute floor"] if fl else ["mbrl-lib", "mbrlax"]
+        bottom = [0.0] * len(names)
+        for name, vals in parts.items():
+            vals = vals[: len(names)]
+            ax.bar(names, vals, bottom=bottom, label=name)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_title(f"{preset}: {rec['speedup']:.2f}× faster (target {rec['target_speedup']}×)")
+        ax.set_ylabel("ms per environment step (amortized)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "mbpo_speed.png", dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", nargs="+", default=["inv_pendulum", "halfcheetah"])
     ap.add_argument("--window", type=int, default=1000)
     ap.add_argument("--model-epochs", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--floor-only", action="store_true",
+                    help="add the compute floor to the existing JSON from the runs in benchmarks/runs/speed-*")
     args = ap.parse_args()
+    if args.floor_only:
+        out = json.loads((RESULTS / "mbpo_speed.json").read_text())
+        for preset, rec in out["presets"].items():
+            rec["floor"] = compute_floor(rec["rounds"][0]["mbrlax"]["config"], RUNS / f"speed-{preset}",
+                                         out["window_env_steps"])
+            rec["mbrlax_fraction_of_floor"] = rec["floor"]["floor_ms_per_env_step"]["total"] / rec["mbrlax_ms_per_env_step"]
+            rec["mbrl-lib_fraction_of_floor"] = (rec["floor"]["floor_ms_per_env_step"]["total"]
+                                                 / rec["mbrl-lib_ms_per_env_step"])
+        write_json("mbpo_speed.json", out)
+        plot(out)
+        print(json.dumps({p: (r["floor"]["floor_ms_per_env_step"], r["mbrlax_fraction_of_floor"]) for p, r in out["presets"].items()}, indent=1))
+        return
     out: dict = {"machine": machine(), "window_env_steps": args.window, "model_epochs": args.model_epochs,
                  "presets": {}}
     for preset in args.presets:
@@ -103,36 +209,15 @@ def main() -> None:
                   flush=True)
         p = statistics.median(r["mbrl-lib"]["ms_per_env_step"] for r in rounds)
         m = statistics.median(r["mbrlax"]["ms_per_env_step"] for r in rounds)
+        floor = compute_floor(rounds[0]["mbrlax"]["config"], RUNS / f"speed-{preset}", args.window)
         out["presets"][preset] = {"mbrl-lib_ms_per_env_step": p, "mbrlax_ms_per_env_step": m, "speedup": p / m,
-                                  "target_speedup": TARGETS.get(preset), "rounds": rounds}
+                                  "target_speedup": TARGETS.get(preset), "floor": floor,
+                                  "mbrlax_fraction_of_floor": floor["floor_ms_per_env_step"]["total"] / m,
+                                  "mbrl-lib_fraction_of_floor": floor["floor_ms_per_env_step"]["total"] / p,
+                                  "rounds": rounds}
         write_json("mbpo_speed.json", out)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(out["presets"]), figsize=(6 * len(out["presets"]), 4.2), squeeze=False)
-    for ax, (preset, rec) in zip(axes[0], out["presets"].items()):
-        r = rec["rounds"][0]
-        peer_b = r["mbrl-lib"].get("breakdown_in_window", {})
-        ours_b = r["mbrlax"]["breakdown_ms_per_env_step"]
-        parts = {
-            "model training": (peer_b.get("model_train_incl_save", {}).get("ms_per_env_step", 0), ours_b.get("model", 0)),
-            "model rollouts": (peer_b.get("model_rollouts", {}).get("ms_per_env_step", 0), ours_b.get("rollout", 0)),
-            "SAC updates": (peer_b.get("sac_update", {}).get("ms_per_env_step", 0), ours_b.get("policy", 0)),
-        }
-        parts["env + rest"] = (rec["mbrl-lib_ms_per_env_step"] - sum(v[0] for v in parts.values()),
-                               rec["mbrlax_ms_per_env_step"] - sum(v[1] for v in parts.values()))
-        bottom = [0.0, 0.0]
-        for name, (a, b) in parts.items():
-            ax.bar(["mbrl-lib", "mbrlax"], [a, b], bottom=bottom, label=name)
-            bottom = [bottom[0] + a, bottom[1] + b]
-        ax.set_title(f"{preset}: {rec['speedup']:.2f}× faster (target {rec['target_speedup']}×)")
-        ax.set_ylabel("ms per environment step (amortized)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "mbpo_speed.png", dpi=110)
+    plot(out)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,11 @@ TASKS = {
                                          eval_episodes=3, target_entropy=-0.05),
                             dict(horizon=10, model_train_freq=1000, model_max_epochs=50)),
 }
-ARMS = ("mve", "sac")
+# mve_mean: MVE imagining with the members' means instead of draws (model_noise=False), closer to the paper's
+# deterministic model; an ablation, run with --arms mve_mean
+ARMS = ("mve", "sac", "mve_mean")
+LABELS = {"mve": "MVE-SAC", "sac": "SAC alone", "mve_mean": "MVE-SAC, model means"}
+COLORS = {"mve": "tab:blue", "sac": "tab:orange", "mve_mean": "tab:green"}
 
 
 def run_one(arm: str, env: str, seed: int) -> Path:
@@ -46,14 +50,15 @@ def run_one(arm: str, env: str, seed: int) -> Path:
 
     _, shared, mve_only = TASKS[env]
     run_dir = RUNS / f"mve_sac-{env}-{arm}-s{seed}"
-    module = mve if arm == "mve" else mbpo
+    module = mbpo if arm == "sac" else mve
     if (run_dir / "checkpoint.pkl").exists():
         if runs.load_checkpoint(run_dir)["t"] >= shared["steps"]:
             return run_dir
         module.train(module.Config(resume=str(run_dir), progress=False))
         return run_dir
-    if arm == "mve":
-        cfg = mve.Config(env=env, seed=seed, run_dir=str(run_dir), progress=False, **shared, **mve_only)
+    if arm != "sac":
+        cfg = mve.Config(env=env, seed=seed, run_dir=str(run_dir), progress=False, model_noise=arm == "mve",
+                         **shared, **mve_only)
     else:
         cfg = mbpo.Config(env=env, seed=seed, run_dir=str(run_dir), progress=False, real_ratio=1.0,
                           epoch_length=shared["eval_every"], **shared)
@@ -81,8 +86,8 @@ def summarize(done: dict, envs: list[str], seeds: list[int]) -> dict:
         for arm in ARMS:
             cross = []
             for seed in seeds:
-                d = done.get((arm, env, seed))
-                if d is None:
+                d = done.get((arm, env, seed), RUNS / f"mve_sac-{env}-{arm}-s{seed}")  # also other arms' runs
+                if not (d / "metrics.jsonl").exists():
                     continue
                 x, y = curve(d)
                 c = next((s for s, r in zip(x, y) if r >= thr), None)
@@ -95,10 +100,11 @@ def summarize(done: dict, envs: list[str], seeds: list[int]) -> dict:
             if cross:
                 t[arm] = {"crossing_steps": cross, "seeds_reported": len(cross),
                           "median_crossing_step": float(np.median([c if c is not None else np.inf for c in cross]))}
-        if "mve" in t and "sac" in t:
-            m, s = t["mve"]["median_crossing_step"], t["sac"]["median_crossing_step"]
-            # > 1: MVE needs that many times fewer steps than SAC to first reach the threshold
-            t["sample_efficiency_ratio_sac_over_mve"] = s / m if np.isfinite(s) and np.isfinite(m) else None
+        for arm in ("mve", "mve_mean"):
+            if arm in t and "sac" in t:
+                m, s = t[arm]["median_crossing_step"], t["sac"]["median_crossing_step"]
+                # > 1: MVE needs that many times fewer steps than SAC to first reach the threshold
+                t[f"sample_efficiency_ratio_sac_over_{arm}"] = s / m if np.isfinite(s) and np.isfinite(m) else None
         res["tasks"][env] = t
     return res
 
@@ -113,13 +119,13 @@ def plot(res: dict) -> None:
     fig, axes = plt.subplots(1, len(envs), figsize=(7 * len(envs), 4.4), squeeze=False)
     for ax, env in zip(axes[0], envs):
         t = res["tasks"][env]
-        for arm, color in (("mve", "tab:blue"), ("sac", "tab:orange")):
+        for arm, color in COLORS.items():
             runs_ = [v for k, v in t["runs"].items() if k.startswith(arm + "/")]
             for r in runs_:
                 ax.plot(r["eval_steps"], r["eval_returns"], color=color, alpha=0.3, lw=1)
             if runs_:
                 n = min(len(r["eval_returns"]) for r in runs_)
-                label = (f"MVE-SAC H={t['mve_settings']['horizon']}" if arm == "mve" else "SAC alone") + \
+                label = LABELS[arm] + (f" H={t['mve_settings']['horizon']}" if arm != "sac" else "") + \
                     f" (median of {len(runs_)}; crosses at {t[arm]['crossing_steps']})"
                 ax.plot(runs_[0]["eval_steps"][:n], np.median([r["eval_returns"][:n] for r in runs_], 0), color=color,
                         lw=2.2, label=label)
@@ -139,6 +145,7 @@ def main() -> None:
     ap.add_argument("--envs", nargs="+", choices=list(TASKS), default=list(TASKS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=["mve", "sac"])
     ap.add_argument("--summarize-only", action="store_true",
                     help="write the JSON/PNG from the run directories as they are (finished runs, and unfinished "
                          "ones that already crossed the threshold), without training")
@@ -146,13 +153,13 @@ def main() -> None:
     done: dict = {}
     if args.summarize_only:
         done = {(arm, env, seed): RUNS / f"mve_sac-{env}-{arm}-s{seed}" for env in args.envs for seed in args.seeds
-                for arm in ARMS if (RUNS / f"mve_sac-{env}-{arm}-s{seed}" / "metrics.jsonl").exists()}
+                for arm in args.arms if (RUNS / f"mve_sac-{env}-{arm}-s{seed}" / "metrics.jsonl").exists()}
         res = summarize(done, args.envs, args.seeds)
         write_json("mve_sac.json", res)
         plot(res)
         print(json.dumps({e: {k: v for k, v in t.items() if k != "runs"} for e, t in res["tasks"].items()}, indent=1))
         return
-    jobs = [(arm, env, seed) for env in args.envs for seed in args.seeds for arm in ARMS]
+    jobs = [(arm, env, seed) for env in args.envs for seed in args.seeds for arm in args.arms]
     # spawn, not fork: JAX is multithreaded and a forked child can deadlock
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {job: pool.submit(run_one, *job) for job in jobs}

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 uptime
 for p in mbrl sb3 sbx; do bash benchmarks/peers/setup.sh "$p"; done
-$PY benchmarks/sac_speed.py --widths 256 512 --rounds 3
+$PY benchmarks/sac_speed.py --widths 256 512 --rounds 2
 $PY benchmarks/mbpo_speed.py --presets inv_pendulum halfcheetah --window 1000 --rounds 1
 $PY benchmarks/mbpo_scale.py
 uptime
