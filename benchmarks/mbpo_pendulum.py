@@ -69,13 +69,14 @@ def main() -> None:
     args = ap.parse_args()
     info = machine()
     jobs = [(a, s) for s in args.seeds for a in args.arms]
-    if args.report_only:
-        dirs = {j: str(RUNS / f"pendulum-{j[0]}-s{j[1]}") for j in jobs
-                if (RUNS / f"pendulum-{j[0]}-s{j[1]}" / "metrics.jsonl").exists()}
-    else:
+    if not args.report_only:
         # spawn, not fork: JAX is multithreaded and a forked child can deadlock
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            dirs = dict(zip(jobs, pool.map(run_one, *zip(*jobs), [args.steps] * len(jobs))))
+            list(pool.map(run_one, *zip(*jobs), [args.steps] * len(jobs)))
+    # the report covers every arm that has runs, not only the arms run now
+    dirs = {(a, s): str(RUNS / f"pendulum-{a}-s{s}") for s in args.seeds for a in ARMS
+            if (RUNS / f"pendulum-{a}-s{s}" / "metrics.jsonl").exists()}
+    args.arms = [a for a in ARMS if any(j[0] == a for j in dirs)]
 
     result: dict = {"threshold": THRESHOLD, "steps": args.steps, "machine": info, "runs": {}}
     for (algo, seed), d in dirs.items():
