@@ -20,14 +20,48 @@ def test_lqr_flm_reduces_the_real_cost_within_the_trust_region(tmp_path):
     assert cfg2.env == cfg.env and act(np.zeros(8, np.float32)).shape == (2,)
 
 
-def test_lqr_flm_resume_continues_exactly(tmp_path):
-    """Bayesian (GMM-prior) LQR-FLM: 1 iteration + resume to 2 equals 2 uninterrupted iterations."""
-    kw = dict(env="mbrlax/PointMass-v0", samples=3, regression="bayes", gmm_components=2, progress=False,
+@pytest.mark.parametrize("regression", ["bayes", "model"])
+def test_lqr_flm_resume_continues_exactly(tmp_path, regression):
+    """Bayesian LQR-FLM (GMM prior, global-model prior): 1 iteration + resume to 2 equals 2 uninterrupted
+    iterations."""
+    kw = dict(env="mbrlax/PointMass-v0", samples=3, regression=regression, gmm_components=2, progress=False,
               tensorboard=False)
     a = lqr_flm.train(lqr_flm.Config(iterations=2, run_root=str(tmp_path / "a"), **kw))
     b = lqr_flm.train(lqr_flm.Config(iterations=1, run_root=str(tmp_path / "b"), **kw))
     b = lqr_flm.train(lqr_flm.Config(iterations=2, resume=str(b.run_dir), progress=False, tensorboard=False))
     assert len(a.costs) == 2 and a.costs == b.costs
+
+
+def test_global_model_prior_fits_from_fewer_samples_than_dimensions():
+    """On x' = A x + B u + c, after the global model has seen 40 trajectories, 2 new samples per step (fewer
+    than the 4 inputs: plain regression is underdetermined) give [A B] close to the truth with the model prior."""
+    import jax
+
+    S, A_, T = 3, 1, 6
+    rng = np.random.default_rng(0)
+    A = np.array([[0.9, 0.2, 0.0], [0.0, 0.8, 0.1], [0.1, 0.0, 0.7]])
+    B = np.array([[0.5], [-0.3], [0.2]])
+    c = np.array([0.05, -0.02, 0.0])
+
+    def rollouts(n):
+        X = np.zeros((n, T + 1, S))
+        X[:, 0] = rng.normal(size=(n, S))
+        U = rng.normal(size=(n, T, A_))
+        for t in range(T):
+            X[:, t + 1] = X[:, t] @ A.T + U[:, t] @ B.T + c
+        return X, U
+
+    truth = np.concatenate([A, B], 1)
+    errors = {}
+    for regression in ("plain", "model"):
+        fitter = lqr_flm.DynamicsFitter(regression, 2, 1.0, 20_000, seed=0)
+        with jax.enable_x64(True):
+            if regression == "model":
+                fitter.fit(*rollouts(40))
+            dyn = fitter.fit(*rollouts(2))
+        F = np.asarray(dyn.F)  # T×S×(S+A)
+        errors[regression] = float(np.mean(np.linalg.norm(F - truth, axis=(1, 2)) / np.linalg.norm(truth)))
+    assert errors["model"] < 0.15 and errors["model"] < 0.5 * errors["plain"], errors
 
 
 def test_lqr_flm_rejects_bad_settings():

@@ -6,7 +6,7 @@ GPS code). The lecture's "local models" recipe:
     repeat
         run p(u_t|x_t) on the robot from a fixed start, N trajectories        # 1. collect samples
         fit p(x_{t+1}|x_t,u_t) = N(A_t x_t + B_t u_t + c_t, Σ_t)              # 2. fit local dynamics
-            (linear regression, or Bayesian with a GMM prior on all data)
+            (linear regression, or Bayesian with a prior from all data: a GMM or a global neural model)
         adapt ε from predicted vs actual improvement                           # 3. step size
         expand the cost to second order around the samples                    # 4. cost expansion
         p ← argmin E_p[c(τ)]  s.t. D_KL(p(τ) ‖ p_old(τ)) ≤ ε                   # 5. KL-constrained LQR
@@ -99,7 +99,8 @@ class Config:
     final_weight: float | None = None
     """Multiplier of the distance term at the final state."""
     regression: str = "bayes"
-    """'plain' linear regression or 'bayes' (normal-inverse-Wishart prior from a GMM on all data)."""
+    """'plain' linear regression, 'bayes' (normal-inverse-Wishart prior from a GMM on all data) or 'model'
+    (the prior from a global neural model fitted on all data, linearized at each step's samples)."""
     gmm_components: int = 8
     """Components of the GMM prior (GPS code: up to 20; few samples per iteration favour fewer)."""
     prior_strength: float = 1.0
@@ -133,8 +134,8 @@ def resolve(cfg: Config) -> Config:
     cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.cost not in COSTS:
         raise ValueError(f"cost must be one of {sorted(COSTS)}, got {cfg.cost!r}")
-    if cfg.regression not in ("plain", "bayes"):
-        raise ValueError(f"regression must be 'plain' or 'bayes', got {cfg.regression!r}")
+    if cfg.regression not in REGRESSIONS:
+        raise ValueError(f"regression must be one of {', '.join(REGRESSIONS)}, got {cfg.regression!r}")
     if cfg.samples < 2:
         raise ValueError(f"samples must be ≥ 2 to fit dynamics (got {cfg.samples}); use 'bayes' with few samples")
     return cfg
@@ -210,21 +211,57 @@ def initial_state(X: jax.Array, reg: float = 1e-6) -> tuple[jax.Array, jax.Array
     return mu, d.T @ d / x0.shape[0] + reg * jnp.eye(x0.shape[-1], dtype=X.dtype)
 
 
-class DynamicsFitter:
-    """Fits the time-varying linear-Gaussian dynamics, plain or with a GMM prior over all data seen so far."""
+REGRESSIONS = ("plain", "bayes", "model")
 
-    def __init__(self, regression: str, components: int, strength: float, max_points: int, seed: int):
+
+class DynamicsFitter:
+    """Fits the time-varying linear-Gaussian dynamics: plain, or Bayesian with a prior from all data seen so
+    far, either a GMM over the (x, u, x') points ('bayes') or a global neural model fitted on them ('model':
+    a deterministic MLP ensemble, MSE, warm-started every iteration; its mean is linearized at each step)."""
+
+    def __init__(self, regression: str, components: int, strength: float, max_points: int, seed: int,
+                 model_hidden: tuple[int, ...] = (64, 64)):
+        if regression not in REGRESSIONS:
+            raise ValueError(f"unknown regression '{regression}'; use one of {', '.join(REGRESSIONS)}")
         self.regression, self.components, self.strength = regression, components, strength
         self.max_points, self.key = max_points, jax.random.key(seed)
         self.points: np.ndarray | None = None
         self.gmm_points = 2048
+        self.model_hidden = tuple(model_hidden)
+        self.model = self.model_state = None
 
     def state_dict(self) -> dict:
-        return dict(points=self.points, key=np.asarray(jax.random.key_data(self.key)))
+        return dict(points=self.points, key=np.asarray(jax.random.key_data(self.key)),
+                    model_state=None if self.model_state is None else runs.to_host(self.model_state))
 
     def load_state_dict(self, d: dict) -> None:
         self.points = d["points"]
         self.key = jax.random.wrap_key_data(jnp.asarray(d["key"]))
+        self.model_state = d.get("model_state")
+
+    def _model_prior(self, Xj: jax.Array, Uj: jax.Array, key: jax.Array) -> ll.NIWPrior:
+        from mbrlax.models.ensemble import EnsembleModel
+        from mbrlax.models.fit import fit
+        from mbrlax.types import Transition
+
+        s, a = Xj.shape[-1], Uj.shape[-1]
+        x, u, nxt = self.points[:, :s], self.points[:, s:s + a], self.points[:, s + a:]
+        with jax.enable_x64(False):  # the neural model lives in float32, like everywhere else
+            if self.model is None:
+                self.model = EnsembleModel(s, a, ensemble_size=3, num_elites=3, hidden=self.model_hidden,
+                                           probabilistic=False)
+            k_init, k_fit = jax.random.split(key)
+            state = self.model.init(k_init) if self.model_state is None else self.model_state
+            zeros = np.zeros(len(x), np.float32)
+            self.model_state, _ = fit(self.model, state, Transition(x, u, zeros, nxt, zeros), k_fit,
+                                      max_epochs=50, patience=5)
+        model, ms = self.model, self.model_state
+
+        def model_fn(xv, uv):  # the members' mean next state, float32 inside, the caller's dtype outside
+            pred = model.predict(ms, xv[None].astype(jnp.float32), uv[None].astype(jnp.float32))
+            return pred.next_obs_mean.mean(0)[0].astype(xv.dtype)
+
+        return ll.model_prior(model_fn, Xj, Uj, strength=self.strength)
 
     def fit(self, X: np.ndarray, U: np.ndarray) -> il.LinearDynamics:
         Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
@@ -233,6 +270,8 @@ class DynamicsFitter:
         pts = np.asarray(ll.joint_points(Xj, Uj)).reshape(-1, 2 * X.shape[-1] + U.shape[-1])
         self.points = pts if self.points is None else np.concatenate([self.points, pts])[-self.max_points:]
         self.key, k, k_sub = jax.random.split(self.key, 3)
+        if self.regression == "model":
+            return ll.fit_linear_gaussian_bayes(Xj, Uj, self._model_prior(Xj, Uj, k), reg=1e-6)
         # A fixed-size resample of the pool keeps the jitted EM at one shape (one compilation per run).
         sub = self.points[np.asarray(jax.random.randint(k_sub, (self.gmm_points,), 0, len(self.points)))]
         gmm = ll.fit_gmm(jnp.asarray(sub), k, num_components=self.components, iters=30, reg=1e-4)

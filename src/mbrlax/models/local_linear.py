@@ -167,16 +167,22 @@ def gmm_prior(gmm: GMM, X: jax.Array, U: jax.Array, strength: float = 1.0) -> NI
 
 
 def model_prior(model_fn: Callable[[jax.Array, jax.Array], jax.Array], X: jax.Array, U: jax.Array,
-                strength: float = 1.0, noise: float = 1e-4) -> NIWPrior:
+                strength: float = 1.0, noise: float = 1e-4, input_var: float = 0.1) -> NIWPrior:
     """A prior from a global model x' = model_fn(x, u) (e.g. an ensemble's mean): at each t, linearize it at
     the samples' mean [x̄; ū] (J = ∂f/∂[x;u]) and use the joint Gaussian whose input part is the samples'
-    covariance Σ_xu and whose output is J·xu + (f(x̄,ū) − J x̄u) + N(0, noise·I)."""
+    covariance Σ_xu and whose output is J·xu + (f(x̄,ū) − J x̄u) + N(0, noise·I).
+
+    `input_var` (relative to the mean input variance) is added to the diagonal of Σ_xu: with fewer samples
+    than inputs Σ_xu is singular, and the prior would then say nothing about J along the directions the
+    samples do not span, which is exactly where it is needed. Any full-rank Σ_xu conditions back to J."""
     _check(X, U)
     S = X.shape[-1]
     XU = jnp.concatenate([X[:, :-1], U], -1)  # N×T×(S+A)
     mean = XU.mean(0)
     d = XU - mean
     cov_in = jnp.einsum("nti,ntj->tij", d, d) / XU.shape[0]
+    scale = jnp.trace(cov_in, axis1=-2, axis2=-1) / cov_in.shape[-1]  # T
+    cov_in = cov_in + (input_var * scale + 1e-8)[:, None, None] * jnp.eye(cov_in.shape[-1], dtype=X.dtype)
     f = jax.vmap(lambda xu: model_fn(xu[:S], xu[S:]))(mean)
     J = jax.vmap(jax.jacfwd(lambda xu: model_fn(xu[:S], xu[S:])))(mean)  # T×S×(S+A)
     cross = jnp.einsum("tij,tkj->tik", cov_in, J)  # T×(S+A)×S
