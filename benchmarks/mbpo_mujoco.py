@@ -29,6 +29,12 @@ TASKS = {
     "hopper": {"env": "Hopper-v5", "steps": 50_000, "threshold": None, "overrides": {"eval_every": 1000}},
 }
 
+# Published reference points (steps, return, source) drawn beside our curves. The MBPO paper publishes its
+# curves only as figures (Figure 2); this point is a faithful PyTorch port's reported result.
+REFERENCE = {
+    "hopper": [(75_000, 3100.0, "MBPO PyTorch port (x35f/model_based_rl), reported in jiangsy/mbpo_pytorch#6")],
+}
+
 
 def run_one(task: str, seed: int, steps: int) -> str:
     from mbrlax import runs
@@ -62,7 +68,7 @@ def main() -> None:
     from mbrlax.runs import read_metrics
 
     out: dict = {"task": args.task, "env": spec["env"], "target_steps": steps, "threshold": spec["threshold"],
-                 "machine": machine(), "runs": {}}
+                 "reference": REFERENCE.get(args.task, []), "machine": machine(), "runs": {}}
     for seed in args.seeds:
         d = RUNS / f"{args.task}-mbpo-s{seed}"
         if not (d / "metrics.jsonl").exists():
@@ -83,6 +89,8 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, r in out["runs"].items():
         ax.plot(r["eval_steps"], r["eval_returns"], lw=1.8, label=f"mbrlax MBPO {name}")
+    for x_ref, y_ref, source in REFERENCE.get(args.task, []):
+        ax.plot([x_ref], [y_ref], "k*", ms=10, label=f"{y_ref:.0f} at {x_ref // 1000}k: {source}")
     if spec["threshold"] is not None:
         ax.axhline(spec["threshold"], color="k", ls="--", lw=1, label=f"target {spec['threshold']:.0f}")
     ax.axvline(steps, color="gray", ls=":", lw=1)

@@ -2,7 +2,8 @@
 
 `branched_rollout` is MBPO's: start from N real states, roll the current policy through the model for k
 steps (each sample through a random elite member, re-drawn at every step: `EnsembleModel.elite_step`), and
-write every transition into the device-side model buffer. A rollout that terminates stops there: its later steps are not written.
+write every transition into the device-side model buffer. A rollout that terminates stops there: its later
+steps are not written.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def branched_rollout(
     info = {
         "rollout/transitions": stats["rollout/transitions"],
         "rollout/mean_reward": stats["rollout/reward_sum"] / count,
-        "rollout/disagreement": stats["rollout/disagreement_sum"] / jnp.maximum(stats["rollout/disagreement_count"], 1.0),
+        "rollout/disagreement": stats["rollout/disagreement_sum"]
+        / jnp.maximum(stats["rollout/disagreement_count"], 1.0),
         "rollout/alive_fraction": alive.mean(),
     }
     return buffer, info
