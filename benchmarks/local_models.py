@@ -8,6 +8,7 @@ Sections (each is stored in results/local_models.json as soon as it finishes; a 
 - flm:     LQR-FLM on Reacher-v5 from one fixed start, 20 iterations × 5 trajectories, plain vs Bayesian (GMM
            prior) regression, over seeds: real cost per iteration, monotonicity, iteration at which the mean
            controller reaches the target, and samples each needs to reach a cost threshold.
+- flm_model: the same with the global-model prior (regression='model'), against flm's cost threshold.
 - gps:     MDGPS on Reacher-v5 with 4 training conditions; the global policy's success from those 4 and 4 unseen.
 - distill: iLQR teachers → one student on mbrlax/Arm2-v0 (success from training and unseen conditions).
 - dnc:     DnC (4 partitions) vs a single policy with the same samples on mbrlax/PointMass-v0.
@@ -48,25 +49,35 @@ def run_ilqr() -> dict:
                 note="Gymnasium Pendulum reward from the hanging-down rest state; staying down scores about -1900 over 200 steps")
 
 
-def run_flm(seeds=(0, 1, 2)) -> dict:
+def _flm_runs(reg: str, seeds) -> list[dict]:
     from mbrlax.algorithms import lqr_flm
 
-    out = {}
-    for reg in ("plain", "bayes"):
-        per_seed = []
-        for s in seeds:
-            tic = time.time()
-            r = lqr_flm.train(lqr_flm.Config(env="Reacher-v5", seed=s, start_seed=0, iterations=20, samples=5,
-                                              regression=reg, run_root=str(RUNS), progress=False))
-            rows = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
-            dist = [row["eval/final_distance"] for row in rows if "eval/final_distance" in row]
-            reached = next((i + 1 for i, d in enumerate(dist) if d < REACH), None)
-            costs = r.costs
-            per_seed.append(dict(seed=s, costs=costs, eval_final_distance=dist, reached_at_iteration=reached,
-                                 increases=int(sum(b > a for a, b in zip(costs, costs[1:]))),
-                                 kl=[row["lqr_flm/kl"] for row in rows], epsilon=[row["lqr_flm/epsilon"] for row in rows],
-                                 seconds=time.time() - tic))
-        out[reg] = per_seed
+    per_seed = []
+    for s in seeds:
+        tic = time.time()
+        r = lqr_flm.train(lqr_flm.Config(env="Reacher-v5", seed=s, start_seed=0, iterations=20, samples=5,
+                                          regression=reg, run_root=str(RUNS), progress=False))
+        rows = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+        dist = [row["eval/final_distance"] for row in rows if "eval/final_distance" in row]
+        reached = next((i + 1 for i, d in enumerate(dist) if d < REACH), None)
+        costs = r.costs
+        per_seed.append(dict(seed=s, costs=costs, eval_final_distance=dist, reached_at_iteration=reached,
+                             increases=int(sum(b > a for a, b in zip(costs, costs[1:]))),
+                             kl=[row["lqr_flm/kl"] for row in rows], epsilon=[row["lqr_flm/epsilon"] for row in rows],
+                             seconds=time.time() - tic))
+    return per_seed
+
+
+def run_flm_model(seeds=(0, 1, 2)) -> dict:
+    """The global-model prior (regression='model'), against the flm section's cost threshold."""
+    per_seed = _flm_runs("model", seeds)
+    thr = _load()["flm"]["cost_threshold"]
+    its = [next((i + 1 for i, c in enumerate(p["costs"]) if c <= thr), None) for p in per_seed]
+    return {"model": per_seed, "cost_threshold": thr, "model_samples_to_threshold": [None if i is None else i * 5 for i in its]}
+
+
+def run_flm(seeds=(0, 1, 2)) -> dict:
+    out = {reg: _flm_runs(reg, seeds) for reg in ("plain", "bayes")}
     # samples needed to reach a cost threshold: 1.2 × the median final cost of plain regression
     thr = 1.2 * float(np.median([p["costs"][-1] for p in out["plain"]]))
     for reg in ("plain", "bayes"):
@@ -113,7 +124,8 @@ def run_dnc(seeds=(0, 1), iterations=150) -> dict:
     return out
 
 
-SECTIONS = {"ilqr": run_ilqr, "flm": run_flm, "dnc": run_dnc, "distill": run_distill, "gps": run_gps}
+SECTIONS = {"ilqr": run_ilqr, "flm": run_flm, "flm_model": run_flm_model, "dnc": run_dnc, "distill": run_distill,
+            "gps": run_gps}
 
 
 def plot(res: dict) -> None:
@@ -124,8 +136,8 @@ def plot(res: dict) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
-    for reg, color in (("plain", "C0"), ("bayes", "C1")):
-        for p in res.get("flm", {}).get(reg, []):
+    for reg, color in (("plain", "C0"), ("bayes", "C1"), ("model", "C2")):
+        for p in res.get("flm", {}).get(reg, []) or res.get("flm_model", {}).get(reg, []):
             x = 5 * np.arange(1, len(p["costs"]) + 1)
             ax.plot(x, p["costs"], color=color, alpha=0.7, label=f"{reg} regression" if p["seed"] == 0 else None)
     ax.set_xlabel("trajectories (5 per iteration)")
