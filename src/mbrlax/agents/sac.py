@@ -117,9 +117,14 @@ class SAC:
         )
         c_upd, critic_opt = self.critic_tx.update(c_grads, state.critic_opt, state.critic)
         critic = optax.apply_updates(state.critic, c_upd)
-        # actor: maximize min Q - α log π with the updated critic
+        new, info = self.policy_step(state, critic, critic_opt, batch.obs, k_actor)
+        return new, {"sac/critic_loss": c_loss, "sac/q_mean": q_mean, **info}
+
+    def policy_step(self, state: SACState, critic, critic_opt, obs: jax.Array, key: jax.Array):
+        """The rest of an update once the critic has stepped (to `critic`, `critic_opt`): the actor on
+        min Q - α log π of the updated critic, the temperature, the Polyak target. Shared by MVE's update."""
         (a_loss, logp), a_grads = jax.value_and_grad(self._actor_loss, has_aux=True)(
-            state.actor, critic, state.log_alpha, batch.obs, k_actor
+            state.actor, critic, state.log_alpha, obs, key
         )
         a_upd, actor_opt = self.actor_tx.update(a_grads, state.actor_opt, state.actor)
         actor = optax.apply_updates(state.actor, a_upd)
@@ -132,14 +137,7 @@ class SAC:
             log_alpha = optax.apply_updates(state.log_alpha, al_upd)
         target_critic = optax.incremental_update(critic, state.target_critic, self.tau)
         new = SACState(actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt, state.steps + 1)
-        info = {
-            "sac/critic_loss": c_loss,
-            "sac/actor_loss": a_loss,
-            "sac/q_mean": q_mean,
-            "sac/entropy": entropy,
-            "sac/alpha": jnp.exp(log_alpha),
-        }
-        return new, info
+        return new, {"sac/actor_loss": a_loss, "sac/entropy": entropy, "sac/alpha": jnp.exp(log_alpha)}
 
     @partial(jax.jit, static_argnums=0)
     def update_many(self, state: SACState, batches: Transition, key: jax.Array) -> tuple[SACState, dict]:

@@ -144,22 +144,9 @@ def mve_update(sac: SAC, state: SACState, batch: Transition, step_fn: StepFn, ke
     (c_loss, q_mean), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
     c_upd, critic_opt = sac.critic_tx.update(c_grads, state.critic_opt, state.critic)
     critic = optax.apply_updates(state.critic, c_upd)
-    (a_loss, logp), a_grads = jax.value_and_grad(sac._actor_loss, has_aux=True)(
-        state.actor, critic, state.log_alpha, batch.obs, k_actor
-    )
-    a_upd, actor_opt = sac.actor_tx.update(a_grads, state.actor_opt, state.actor)
-    actor = optax.apply_updates(state.actor, a_upd)
-    entropy = -jax.lax.stop_gradient(logp).mean()
-    log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
-    if sac.autotune_alpha:
-        al_upd, alpha_opt = sac.alpha_tx.update(entropy - sac.target_entropy, state.alpha_opt, state.log_alpha)
-        log_alpha = optax.apply_updates(state.log_alpha, al_upd)
-    target_critic = optax.incremental_update(critic, state.target_critic, sac.tau)
-    new = SACState(actor, critic, target_critic, log_alpha, actor_opt, critic_opt, alpha_opt, state.steps + 1)
-    info = {"sac/critic_loss": c_loss, "sac/actor_loss": a_loss, "sac/q_mean": q_mean, "sac/entropy": entropy,
-            "sac/alpha": jnp.exp(log_alpha), "mve/target_mean": target[0].mean(),
-            "mve/alive_fraction": w[-1].mean()}
-    return new, info
+    new, info = sac.policy_step(state, critic, critic_opt, batch.obs, k_actor)  # actor on the real s_0
+    return new, {"sac/critic_loss": c_loss, "sac/q_mean": q_mean, **info, "mve/target_mean": target[0].mean(),
+                 "mve/alive_fraction": w[-1].mean()}
 
 
 @partial(jax.jit, static_argnames=("sac", "model", "term_fn", "horizon", "dyna_steps", "n_dyna", "noise"))
