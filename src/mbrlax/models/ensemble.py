@@ -209,6 +209,12 @@ class EnsembleModel:
         term_prob = None if pred.term_logit is None else jax.nn.sigmoid(pick(pred.term_logit))
         return sample[:, :-1], sample[:, -1], term_prob, pred
 
+    @staticmethod
+    def elite_params(state: ModelState):
+        """The parameters of the elites only, in `state.elites` order: the per-member leaves (leading E axis,
+        ndim >= 2) sliced to K, the shared log-variance bounds (1-D) as they are."""
+        return jax.tree.map(lambda p: p[state.elites] if p.ndim >= 2 else p, state.params)
+
     def elite_step(self, state: ModelState, obs: jax.Array, action: jax.Array, key: jax.Array,
                    sample: bool = True):
         """`sample_step` at one network pass per sample instead of E: the rows are shuffled and split into K
@@ -222,9 +228,7 @@ class EnsembleModel:
         perm = jax.random.permutation(k_perm, b)
         x = state.in_norm.normalize(jnp.concatenate([obs, action], -1))[perm]
         x = jnp.concatenate([x, jnp.zeros((k * g - b, x.shape[-1]), x.dtype)]).reshape(k, g, -1)
-        # E-stacked leaves (ndim >= 2) -> the elites' K slices; the shared log-variance bounds as they are
-        params = jax.tree.map(lambda p: p[state.elites] if p.ndim >= 2 else p, state.params)
-        mean_n, logvar_n, term_logit = self.elite_net.apply(params, x)
+        mean_n, logvar_n, term_logit = self.elite_net.apply(self.elite_params(state), x)
 
         def unshuffle(y):  # K×g(×…) in shuffled order -> B(×…) in the caller's order
             y = y.reshape(k * g, *y.shape[2:])[:b]

@@ -49,9 +49,8 @@ def elite_model(model: EnsembleModel, state: ModelState) -> tuple[EnsembleModel,
     k = model.num_elites
     if k == model.ensemble_size:
         return model, state
-    # per-member leaves carry a leading E axis (ndim ≥ 2); the shared log-variance bounds are 1-D
-    params = jax.tree.map(lambda x: x[state.elites] if x.ndim >= 2 else x, state.params)
-    return _sub_model(model, k), state._replace(params=params, elites=jnp.arange(k, dtype=jnp.int32))
+    return _sub_model(model, k), state._replace(params=model.elite_params(state),
+                                                elites=jnp.arange(k, dtype=jnp.int32))
 
 
 def check_particles(particles: int, members: int, propagation: str) -> None:
