@@ -43,3 +43,11 @@ def write_json(name: str, payload: dict) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path
+
+
+def eval_curve(run_dir: str | Path) -> tuple[list[int], list[float]]:
+    """A run's evaluation curve from its metrics.jsonl: (steps, mean evaluation returns)."""
+    from mbrlax.runs import read_metrics
+
+    rows = [r for r in read_metrics(run_dir) if "eval/return_mean" in r]
+    return [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]

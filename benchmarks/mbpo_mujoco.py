@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
 
 TASKS = {
     "inverted_pendulum": {"env": "InvertedPendulum-v5", "steps": 10_000, "threshold": 1000.0, "overrides": {}},
@@ -65,16 +65,13 @@ def main() -> None:
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(run_one, [args.task] * len(args.seeds), args.seeds, [steps] * len(args.seeds)))
 
-    from mbrlax.runs import read_metrics
-
     out: dict = {"task": args.task, "env": spec["env"], "target_steps": steps, "threshold": spec["threshold"],
                  "reference": REFERENCE.get(args.task, []), "machine": machine(), "runs": {}}
     for seed in args.seeds:
         d = RUNS / f"{args.task}-mbpo-s{seed}"
         if not (d / "metrics.jsonl").exists():
             continue
-        rows = [r for r in read_metrics(d) if "eval/return_mean" in r]
-        x, y = [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]
+        x, y = eval_curve(d)
         cross = next((s for s, v in zip(x, y) if spec["threshold"] is not None and v >= spec["threshold"]), None)
         out["runs"][f"s{seed}"] = {"eval_steps": x, "eval_returns": y, "steps_run": x[-1] if x else 0,
                                    "crossing_step": cross, "best_return": max(y) if y else None,

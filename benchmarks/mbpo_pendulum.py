@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
 
 THRESHOLD = -200.0
 # arm -> Config overrides of the Pendulum preset
@@ -45,13 +45,6 @@ def run_one(algo: str, seed: int, steps: int) -> str:
         mbpo.train(mbpo.Config(env="Pendulum-v1", seed=seed, steps=steps, run_dir=str(run_dir), progress=False,
                                **ARMS[algo]))
     return str(run_dir)
-
-
-def curve(run_dir: str) -> tuple[list[int], list[float]]:
-    from mbrlax.runs import read_metrics
-
-    rows = [r for r in read_metrics(run_dir) if "eval/return_mean" in r]
-    return [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]
 
 
 def first_crossing(steps: list[int], returns: list[float]) -> int | None:
@@ -80,7 +73,7 @@ def main() -> None:
 
     result: dict = {"threshold": THRESHOLD, "steps": args.steps, "machine": info, "runs": {}}
     for (algo, seed), d in dirs.items():
-        x, y = curve(d)
+        x, y = eval_curve(d)
         result["runs"][f"{algo}/s{seed}"] = {
             "crossing_step": first_crossing(x, y), "final_return": y[-1], "eval_steps": x, "eval_returns": y,
             "steps_run": x[-1], "finished": x[-1] >= args.steps,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
 
 # env -> (threshold, shared settings, MVE-only settings). The model is refit less often than in MVE's presets
 # (and at most 50 epochs, like MBPO's Pendulum preset): the fits dominate the time of these short runs.
@@ -66,13 +66,6 @@ def run_one(arm: str, env: str, seed: int) -> Path:
     return run_dir
 
 
-def curve(run_dir: Path) -> tuple[list[int], list[float]]:
-    from mbrlax.runs import read_metrics
-
-    rows = [r for r in read_metrics(run_dir) if "eval/return_mean" in r]
-    return [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]
-
-
 def summarize(done: dict, envs: list[str], seeds: list[int]) -> dict:
     res: dict = {"machine": machine(), "command": "nice -n 10 python benchmarks/mve_sac.py", "tasks": {}}
     try:  # keep the tasks of other environments (a second process may run them: --envs)
@@ -89,7 +82,7 @@ def summarize(done: dict, envs: list[str], seeds: list[int]) -> dict:
                 d = done.get((arm, env, seed), RUNS / f"mve_sac-{env}-{arm}-s{seed}")  # also other arms' runs
                 if not (d / "metrics.jsonl").exists():
                     continue
-                x, y = curve(d)
+                x, y = eval_curve(d)
                 c = next((s for s, r in zip(x, y) if r >= thr), None)
                 finished = bool(x) and x[-1] >= shared["steps"]
                 if not finished and c is None:

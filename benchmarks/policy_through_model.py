@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
 
 THRESHOLD = -300.0
 BUDGET = 20_000
@@ -82,13 +82,6 @@ def run_one(algo: str, seed: int, steps: int, suffix: str = "") -> str:
     return str(run_dir)
 
 
-def curve(run_dir: str) -> tuple[list[int], list[float]]:
-    from mbrlax.runs import read_metrics
-
-    rows = [r for r in read_metrics(run_dir) if "eval/return_mean" in r]
-    return [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]
-
-
 def first_crossing(steps: list[int], returns: list[float]) -> int | None:
     return next((s for s, r in zip(steps, returns) if r >= THRESHOLD), None)
 
@@ -124,7 +117,7 @@ def main() -> None:
 
     result: dict = {"threshold": THRESHOLD, "budget_steps": BUDGET, "steps": args.steps, "machine": info, "runs": {}}
     for (algo, seed), d in dirs.items():
-        x, y = curve(d)
+        x, y = eval_curve(d)
         wall = Path(d) / "wallclock.txt"
         result["runs"][f"{algo}/s{seed}"] = {
             "run_dir": str(d), "steps_done": x[-1] if x else 0, "complete": bool(x) and x[-1] >= args.steps,
