@@ -6,9 +6,8 @@
 Datasets: halfcheetah random / medium / medium-replay / expert (for the reference return) and hopper
 medium-replay (+ random, medium), written to benchmarks/runs/datasets/mbrlax/<env>-<kind>-v0 in the Minari
 format. The SAC run behind each environment is cached under benchmarks/runs/datasets/policies (killing and
-re-running continues it). Budgets: DATA_PRESETS in src/mbrlax/data/offline.py, or --sac-steps (the committed
-results used 18,000 SAC steps on HalfCheetah and Hopper — the CPU was shared by many jobs — far below D4RL's
-1M-step experts, see docs/datasets.md). Writes
+re-running continues it). Budgets: DATA_PRESETS in src/mbrlax/data/offline.py (120,000 SAC steps for
+HalfCheetah and Hopper, ~30 min each on 2 cores), or --sac-steps (see docs/datasets.md). Writes
 benchmarks/results/offline_datasets.json with each dataset's summary.
 """
 

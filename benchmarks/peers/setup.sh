@@ -5,6 +5,7 @@
 #   benchmarks/peers/setup.sh sb3    # Stable-Baselines3 SAC (PyTorch, CPU)
 #   benchmarks/peers/setup.sh sbx    # SBX SAC (JAX, CPU)
 #   benchmarks/peers/setup.sh offlinerl  # offlinerl 0.0.2 (PyTorch MOPO; see peers/offlinerl_mopo.py)
+#   benchmarks/peers/setup.sh d3rlpy     # d3rlpy (PyTorch CQL/IQL: the model-free offline reference for MOPO)
 #
 # The venvs live in benchmarks/peers/.venvs/NAME (git-ignored). Re-running is cheap: pip sees
 # the pinned packages already installed and the import check runs again.
@@ -21,8 +22,8 @@ VENV="$HERE/.venvs/$NAME"
 TORCH_PIN="torch==2.13.0"
 
 case "$NAME" in
-  mbrl|sb3|sbx|offlinerl) ;;
-  *) echo "usage: $0 {mbrl|sb3|sbx|offlinerl}" >&2; exit 2 ;;
+  mbrl|sb3|sbx|offlinerl|d3rlpy) ;;
+  *) echo "usage: $0 {mbrl|sb3|sbx|offlinerl|d3rlpy}" >&2; exit 2 ;;
 esac
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -86,5 +87,11 @@ try:
 except Exception as e:
     print(f"offlinerl MOPO does NOT import: {type(e).__name__}: {e}")
 EOF2
+    ;;
+  d3rlpy)
+    # Only reads our Minari-format datasets (h5py) and runs the policy in Gymnasium's MuJoCo v5 envs.
+    "${PIP[@]}" "$TORCH_PIN"
+    "${PIP[@]}" "$TORCH_PIN" "d3rlpy==2.8.1" "gymnasium[mujoco]>=1.0" h5py
+    "$VENV/bin/python" -c "import d3rlpy, torch, gymnasium as g; g.make('Hopper-v5'); print('d3rlpy venv OK: d3rlpy', d3rlpy.__version__, 'torch', torch.__version__, 'gymnasium', g.__version__)"
     ;;
 esac

@@ -391,8 +391,8 @@ def info(path: str | os.PathLike) -> dict:
 # Budgets per environment. D4RL trains its SAC experts for 1M steps; on a shared 2-core CPU we cannot, so
 # "expert" is "SAC after sac_steps steps" (docs/datasets.md lists the returns these budgets reach).
 DATA_PRESETS: dict[str, dict[str, Any]] = {
-    "HalfCheetah-v5": dict(sac_steps=24_000, size=50_000, init_steps=5000),
-    "Hopper-v5": dict(sac_steps=24_000, size=50_000, init_steps=5000),
+    "HalfCheetah-v5": dict(sac_steps=120_000, size=50_000, init_steps=5000),
+    "Hopper-v5": dict(sac_steps=120_000, size=50_000, init_steps=5000),
     "Walker2d-v5": dict(sac_steps=100_000, size=100_000, init_steps=5000),
     "Pendulum-v1": dict(sac_steps=6000, size=20_000, init_steps=400),
     "mbrlax/Pendulum-v0": dict(sac_steps=6000, size=20_000, init_steps=400),
