@@ -1,7 +1,7 @@
 """PETS learning: does it swing up the cart-pole within 15 episodes and reach ≥ −200 on Pendulum-v1 within
 10 episodes? (HalfCheetah-v5 for 30 episodes of 1000 steps with --halfcheetah: hours on a CPU.)
 
-    python benchmarks/pets_learning.py                 # cart-pole seed 0 (15 episodes) + Pendulum seeds 0-2
+    python benchmarks/pets_learning.py                 # cart-pole (15 episodes) + Pendulum (10), seeds 0-2
     python benchmarks/pets_learning.py --halfcheetah   # also HalfCheetah-v5 (resumable: re-run to continue)
     python benchmarks/pets_learning.py --report        # rebuild JSON + figure from the runs
 
@@ -27,8 +27,8 @@ from mpc_lineage import MODEL, PLANNER, SETTINGS, curve, ensure, run_dir  # noqa
 
 TARGETS = {
     # env: (episodes, seeds, success threshold on an episode's return)
-    "mbrlax/CartPoleSwingUp-v0": (15, (0,), 150.0),
-    "Pendulum-v1": (10, (0,), -200.0),
+    "mbrlax/CartPoleSwingUp-v0": (15, (0, 1, 2), 150.0),
+    "Pendulum-v1": (10, (0, 1, 2), -200.0),
 }
 HALFCHEETAH = ("HalfCheetah-v5", 30, (0,))
 
@@ -110,13 +110,14 @@ def report(with_halfcheetah: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--envs", nargs="*", default=list(TARGETS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=None, help="default: TARGETS' seeds (0 1 2)")
     ap.add_argument("--halfcheetah", action="store_true")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if not args.report:
         for env in args.envs:
             episodes, seeds, _ = TARGETS[env]
-            for seed in seeds:
+            for seed in seeds if args.seeds is None else args.seeds:
                 ensure(env, "pets", seed, episodes)
         if args.halfcheetah:
             for seed in HALFCHEETAH[2]:

@@ -80,9 +80,11 @@ DEFAULTS: dict[str, Any] = dict(
     model_weight_decay=(2.5e-5, 5e-5, 7.5e-5, 1e-4),
     model_lr=1e-3,
     model_batch_size=32,
-    # PETS fits 5 passes per iteration; with mbrlax's fit that left the ensemble's NLL fit far from converged
-    # on cart-pole (holdout MSE 0.2-0.28 vs 0.02-0.04 after 25 epochs); mbrl-lib's PETS configs use 25.
-    model_epochs=25,
+    # PETS fits 5 passes per iteration and mbrl-lib 25 every 50 steps (≈ 100 per 200-step episode). Measured on
+    # 1400 cart-pole transitions (64×3 nets, batch 32, same holdout): the probabilistic ensemble's holdout MSE is
+    # 0.066 after 25 epochs, 0.030 after 50, 0.019 after 100, 0.013 after 200 (deterministic MLP: 0.0087 after
+    # 25, 0.0036 after 100); a 100-epoch fit costs ~4 s there. Large-data presets lower it.
+    model_epochs=100,
     reward="auto",
     env_kwargs={},
 )
@@ -124,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # function of the observation).
     "HalfCheetah-v5": dict(
         episodes=30, init_episodes=1, horizon=30, population=500, elites=50, iterations=5,
-        model_hidden=(200, 200, 200, 200), model_weight_decay=(2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4),
+        model_hidden=(200, 200, 200, 200), model_weight_decay=(2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), model_epochs=25,
     ),
 }
 
