@@ -45,9 +45,9 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def eval_curve(run_dir: str | Path) -> tuple[list[int], list[float]]:
-    """A run's evaluation curve from its metrics.jsonl: (steps, mean evaluation returns)."""
+def eval_curve(run_dir: str | Path, key: str = "eval/return_mean") -> tuple[list[int], list[float]]:
+    """A run's evaluation curve from its metrics.jsonl: (steps, values of `key`, by default the mean return)."""
     from mbrlax.runs import read_metrics
 
-    rows = [r for r in read_metrics(run_dir) if "eval/return_mean" in r]
-    return [r["step"] for r in rows], [float(r["eval/return_mean"]) for r in rows]
+    rows = [r for r in read_metrics(run_dir) if key in r]
+    return [r["step"] for r in rows], [float(r[key]) for r in rows]

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 D3RLPY = HERE / "peers" / ".venvs" / "d3rlpy" / "bin" / "python"
@@ -82,9 +82,13 @@ def run_bc(name: str, seed: int) -> Path:
     return run_dir
 
 
+def reference_path(name: str, seed: int, algo: str = "iql") -> Path:
+    return RUNS / "mopo" / f"{algo}-{name}-s{seed}.json"
+
+
 def run_reference(name: str, seed: int, steps: int, algo: str = "iql") -> Path | None:
     """d3rlpy's IQL on the same dataset, in the peer venv; the result is one JSON file per run."""
-    out = RUNS / "mopo" / f"{algo}-{name}-s{seed}.json"
+    out = reference_path(name, seed, algo)
     if out.exists():
         return out
     if not D3RLPY.exists():
@@ -97,7 +101,7 @@ def run_reference(name: str, seed: int, steps: int, algo: str = "iql") -> Path |
 
 
 def reference_result(name: str, seed: int, algo: str = "iql") -> dict | None:
-    p = RUNS / "mopo" / f"{algo}-{name}-s{seed}.json"
+    p = reference_path(name, seed, algo)
     return json.loads(p.read_text()) if p.exists() else None
 
 
@@ -112,12 +116,9 @@ def final_score(run_dir: Path, at: int, key: str = "eval/normalized_score") -> f
 
 def eval_scores(run_dir: Path) -> list[tuple[int, float]]:
     """(step, normalized score) of every evaluation of a run: the learning curve."""
-    from mbrlax import runs
-
     if not (run_dir / "metrics.jsonl").exists():
         return []
-    return [(int(r["step"]), float(r["eval/normalized_score"])) for r in runs.read_metrics(run_dir)
-            if "eval/normalized_score" in r]
+    return list(zip(*eval_curve(run_dir, "eval/normalized_score")))
 
 
 def d4rl_score(name: str, ret: float | None) -> float | None:

@@ -38,8 +38,9 @@ def load(path: Path):
             act.append(np.asarray(ep["actions"], np.float32))
             rew.append(np.asarray(ep["rewards"], np.float32))
             t = np.asarray(ep["terminations"], bool)
+            tr = np.asarray(ep["truncations"], bool).copy()
             # d3rlpy closes an episode on terminal or timeout; an episode cut by the dataset's size is a timeout
-            tr = np.asarray(ep["truncations"], bool) | np.eye(1, n, n - 1, dtype=bool)[0] & ~t
+            tr[-1] |= not t[-1]
             term.append(t)
             trunc.append(tr)
     cat = np.concatenate
