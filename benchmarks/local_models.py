@@ -9,9 +9,11 @@ Sections (each is stored in results/local_models.json as soon as it finishes; a 
            prior) regression, over seeds: real cost per iteration, monotonicity, iteration at which the mean
            controller reaches the target, and samples each needs to reach a cost threshold.
 - flm_model: the same with the global-model prior (regression='model'), against flm's cost threshold.
-- gps:     MDGPS on Reacher-v5 with 4 training conditions; the global policy's success from those 4 and 4 unseen.
+- gps:     MDGPS on Reacher-v5 (preset: one target, 4 arm starts), 3 seeds; the global policy's success from those
+           4, from 4 unseen starts and from a 5×5 grid of starts; and the same from the env's random-target resets.
 - distill: iLQR teachers → one student on mbrlax/Arm2-v0 (success from training and unseen conditions).
 - dnc:     DnC (4 partitions) vs a single policy with the same samples on mbrlax/PointMass-v0.
+- dnc_reach: the same on GPS's task made pure-JAX (mbrlax/Arm2-v0, fixed target, arm starts in a box).
 """
 
 from __future__ import annotations
@@ -89,16 +91,61 @@ def run_flm(seeds=(0, 1, 2)) -> dict:
     return out
 
 
-def run_gps() -> dict:
+def _gps_grid(run_dir, n: int = 5) -> dict:
+    """The final global policy from an n×n grid of arm starts spanning the training box (Reacher-v5 preset)."""
+    import jax
+    import jax.numpy as jnp
+
+    from mbrlax import runs
+    from mbrlax.algorithms import gps
+    from mbrlax.algorithms import lqr_flm as flm
+    from mbrlax.envs.make import make
+
+    cfg = gps.resolve(gps.Config(**flm._plain(runs.load_config(run_dir))))
+    env, spec = make(cfg.env)
+    pol = jax.tree.map(jnp.asarray, runs.load_checkpoint(run_dir)["pol"])
+    arm = np.asarray(gps.REACHER_TRAIN_ARM)
+    starts = [(a, b) for a in np.linspace(arm[:, 0].min(), arm[:, 0].max(), n)
+              for b in np.linspace(arm[:, 1].min(), arm[:, 1].max(), n)]
+    conds = [(0, tuple(q) + gps.REACHER_GOAL) for q in starts]
+    _, dist = gps.evaluate_global(env, cfg.policy_hidden, spec.act_dim, pol, conds, flm._horizon(spec))
+    env.close()
+    return dict(starts=[list(map(float, q)) for q in starts], final_distance=dist.tolist(),
+                success=float((dist < cfg.success_dist).mean()))
+
+
+def run_gps(seeds=(0, 1, 2)) -> dict:
+    """MDGPS on the Reacher-v5 preset (one target, 4 arm starts, 4 unseen starts), over seeds; plus one run from
+    the env's own resets (4 random targets; unseen = 4 other random targets) on the same seeds for comparison."""
     from mbrlax.algorithms import gps
 
-    r = gps.train(gps.Config(env="Reacher-v5", run_root=str(RUNS), progress=False))
-    rows = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
-    return dict(train_seeds=[0, 1, 2, 3], test_seeds=[100, 101, 102, 103], success_dist=0.05,
-                train_success=[row["eval/train_success"] for row in rows], test_success=[row["eval/test_success"] for row in rows],
-                train_distance=[row["eval/train_distance"] for row in rows], test_distance=[row["eval/test_distance"] for row in rows],
-                local_cost=[row["gps/local_cost"] for row in rows], final_train_success=r.train_success,
-                final_test_success=r.test_success)
+    def one(**kw) -> dict:
+        r = gps.train(gps.Config(env="Reacher-v5", run_root=str(RUNS), progress=False, **kw))
+        rows = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+        return dict(train_success=[row["eval/train_success"] for row in rows],
+                    test_success=[row["eval/test_success"] for row in rows],
+                    train_distance=[row["eval/train_distance"] for row in rows],
+                    test_distance=[row["eval/test_distance"] for row in rows],
+                    local_cost=[row["gps/local_cost"] for row in rows], final_train_success=r.train_success,
+                    final_test_success=r.test_success, run_dir=str(r.run_dir))
+
+    cfg = gps.resolve(gps.Config(env="Reacher-v5"))
+    out = dict(preset={k: getattr(cfg, k) for k in ("iterations", "samples", "kl_step", "max_step_mult", "init_var",
+                                                    "policy_cov", "precision_cap", "success_dist")},
+               goal=gps.REACHER_GOAL, train_arm=gps.REACHER_TRAIN_ARM, test_arm=gps.REACHER_TEST_ARM, seeds={})
+    for s in seeds:
+        res = one(seed=s)
+        res["grid"] = _gps_grid(res["run_dir"])
+        out["seeds"][str(s)] = res
+    # the env's own resets: each seed a random target and a small random arm start
+    out["random_targets"] = {str(s): one(seed=s, train_qpos=None, test_qpos=None, train_seeds=(0, 1, 2, 3),
+                                         test_seeds=(100, 101, 102, 103)) for s in seeds}
+    fin = lambda k: [out["seeds"][str(s)][k] for s in seeds]
+    out["final_train_success"], out["final_test_success"] = fin("final_train_success"), fin("final_test_success")
+    out["grid_success"] = [out["seeds"][str(s)]["grid"]["success"] for s in seeds]
+    out["random_targets_final"] = {k: [out["random_targets"][str(s)][k] for s in seeds]
+                                   for k in ("final_train_success", "final_test_success")}
+    return out
 
 
 def run_distill() -> dict:
@@ -124,8 +171,26 @@ def run_dnc(seeds=(0, 1), iterations=150) -> dict:
     return out
 
 
-SECTIONS = {"ilqr": run_ilqr, "flm": run_flm, "flm_model": run_flm_model, "dnc": run_dnc, "distill": run_distill,
-            "gps": run_gps}
+def run_dnc_reach(seeds=(0, 1, 2), iterations=500) -> dict:
+    """DnC vs a single policy on the GPS task made pure-JAX: mbrlax/Arm2-v0 (Reacher-v5's arm) with GPS's fixed
+    target and initial arm angles uniform in a box of ±0.8 rad around (0, 0.8), the contexts DnC partitions."""
+    from mbrlax.algorithms import dnc, gps
+
+    env_kwargs = dict(target=gps.REACHER_GOAL, init_q=(0.0, 0.8), init_noise=0.8)
+    out = dict(env="mbrlax/Arm2-v0", env_kwargs=env_kwargs, iterations=iterations)
+    for name, kw in (("dnc_K4", dict(partitions=4, batch=16, kl_weight=0.01)), ("single", dict(partitions=1, batch=64, kl_weight=0.0))):
+        out[name] = []
+        for s in seeds:
+            r = dnc.train(dnc.Config(env="mbrlax/Arm2-v0", seed=s, iterations=iterations, eval_every=25, distill_every=25,
+                                     env_kwargs=env_kwargs, run_root=str(RUNS), progress=False, **kw))
+            out[name].append(dict(seed=s, evals=r.evals, success=r.success, final_return=r.final_return_mean))
+        out[f"{name}_median_success"] = float(np.median([x["success"] for x in out[name]]))
+        out[f"{name}_median_return"] = float(np.median([x["final_return"] for x in out[name]]))
+    return out
+
+
+SECTIONS = {"ilqr": run_ilqr, "flm": run_flm, "flm_model": run_flm_model, "dnc": run_dnc, "dnc_reach": run_dnc_reach,
+            "distill": run_distill, "gps": run_gps}
 
 
 def plot(res: dict) -> None:
@@ -146,17 +211,22 @@ def plot(res: dict) -> None:
     ax.legend()
     ax = axes[1]
     g = res.get("gps")
-    if g:
-        it = np.arange(1, len(g["train_success"]) + 1)
-        ax.plot(it, g["train_success"], "o-", label="4 training conditions")
-        ax.plot(it, g["test_success"], "s-", label="4 unseen conditions")
-        ax.set_ylim(-0.05, 1.05)
-        ax.legend()
+    if g and "seeds" in g:
+        for j, (s, r) in enumerate(g["seeds"].items()):
+            it = np.arange(1, len(r["train_success"]) + 1)
+            ax.plot(it, r["train_distance"], "-", color=f"C{j}", label=f"seed {s}: 4 training starts")
+            ax.plot(it, r["test_distance"], "--", color=f"C{j}", label=f"seed {s}: 4 unseen starts")
+        for j, r in enumerate(g["random_targets"].values()):
+            it = np.arange(1, len(r["test_distance"]) + 1)
+            ax.plot(it, r["test_distance"], ":", color="gray", label="env resets (random targets): unseen" if j == 0 else None)
+        ax.axhline(g["preset"]["success_dist"], color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
     ax.set_xlabel("MDGPS iteration")
-    ax.set_ylabel("global policy success rate")
-    ax.set_title("GPS on Reacher-v5")
+    ax.set_ylabel("global policy: mean final distance")
+    ax.set_title("GPS on Reacher-v5 (line: success threshold)")
     ax = axes[2]
-    d = res.get("dnc")
+    d = res.get("dnc_reach") or res.get("dnc")
     if d:
         for name, color in (("dnc_K4", "C2"), ("single", "C3")):
             for x in d[name]:
@@ -165,7 +235,7 @@ def plot(res: dict) -> None:
         ax.legend()
     ax.set_xlabel("environment steps")
     ax.set_ylabel("central policy return")
-    ax.set_title("DnC vs single policy, PointMass")
+    ax.set_title(f"DnC vs single policy, {'Arm2 reach (GPS task)' if 'dnc_reach' in res else 'PointMass'}")
     fig.tight_layout()
     fig.savefig(RESULTS / f"{NAME}.png", dpi=100)
     plt.close(fig)

@@ -3,9 +3,13 @@
 
 Runs are resumable (checkpoint every epoch): re-running continues unfinished runs and skips finished ones,
 so a long run can be spread over several sessions. Results are written from whatever has been run so far.
+Run directories (benchmarks/runs/) are not committed; `--carry` writes a slim copy of each run (no model
+buffer, ~15 MB) to benchmarks/carry/, which is committed, and a run missing from benchmarks/runs/ starts
+from its carried copy, so a run can continue on another machine (D_model is refilled on resume).
 
     python benchmarks/mbpo_mujoco.py --task inverted_pendulum [--seeds 0 1 2] [--steps 10000]
     python benchmarks/mbpo_mujoco.py --task hopper [--seeds 0 1] [--steps 50000]
+    python benchmarks/mbpo_mujoco.py --task hopper --seeds 0 1 --carry --report-only   # save slim copies
 
 Writes benchmarks/results/mbpo_<task>.json and .png.
 """
@@ -36,12 +40,20 @@ REFERENCE = {
 }
 
 
+CARRY = Path(__file__).resolve().parent / "carry"  # slim checkpoints of unfinished long runs (committed)
+
+
 def run_one(task: str, seed: int, steps: int) -> str:
+    import shutil
+
     from mbrlax import runs
     from mbrlax.algorithms import mbpo
 
     spec = TASKS[task]
     run_dir = RUNS / f"{task}-mbpo-s{seed}"
+    carried = CARRY / run_dir.name
+    if not (run_dir / "checkpoint.pkl").exists() and (carried / "checkpoint.pkl").exists():
+        shutil.copytree(carried, run_dir, dirs_exist_ok=True)  # continue the run carried from another machine
     if (run_dir / "checkpoint.pkl").exists():
         if runs.load_checkpoint(run_dir)["t"] < steps:
             mbpo.train(mbpo.Config(resume=str(run_dir), steps=steps, progress=False))
@@ -58,6 +70,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--report-only", action="store_true", help="only collect what has been run so far")
+    ap.add_argument("--carry", action="store_true", help="write slim copies of the runs to benchmarks/carry/")
     args = ap.parse_args()
     spec = TASKS[args.task]
     steps = args.steps or spec["steps"]
@@ -77,6 +90,13 @@ def main() -> None:
                                    "crossing_step": cross, "best_return": max(y) if y else None,
                                    "config": json.loads((d / "config.json").read_text())}
     write_json(f"mbpo_{args.task}.json", out)
+    if args.carry:
+        from mbrlax.algorithms import mbpo
+
+        for seed in args.seeds:
+            d = RUNS / f"{args.task}-mbpo-s{seed}"
+            if (d / "checkpoint.pkl").exists():
+                print("carried:", mbpo.slim_checkpoint(d, CARRY / d.name))
 
     import matplotlib
 

@@ -39,6 +39,56 @@ def test_policy_fit_recovers_a_linear_teacher():
     np.testing.assert_allclose(np.asarray(pol["cov"]), np.eye(2), atol=1e-5)  # inverse of the mean precision
 
 
+def test_precision_cap_limits_each_scale_to_a_multiple_of_the_median():
+    scales = jnp.array([1.0, 2.0, 3.0, 4.0, 1000.0])
+    prec = scales[:, None, None] * jnp.broadcast_to(jnp.eye(2), (5, 2, 2))
+    capped = gps.cap_precision(prec, 2.0)
+    # median scale 3 → cap 6: the 1000 becomes 6, the rest are untouched, the shape (direction) is kept
+    np.testing.assert_allclose(np.asarray(capped[:, 0, 0]), [1.0, 2.0, 3.0, 4.0, 6.0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(capped[:, 0, 1]), 0.0)
+    np.testing.assert_array_equal(np.asarray(gps.cap_precision(prec, 0.0)), np.asarray(prec))
+
+
+def test_moment_covariance_adds_the_fit_error_to_the_teachers_covariance():
+    """cov_rule='moment': Σ_π = E[P⁻¹ + (π(x) − μ)(π(x) − μ)ᵀ]; with a constant target the fit is exact, so Σ_π is
+    the mean target covariance; 'precision' gives the inverse mean precision instead."""
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(64, 3)), jnp.float32)
+    tm = jnp.full((64, 2), 0.3)
+    prec = jnp.concatenate([jnp.broadcast_to(jnp.eye(2), (32, 2, 2)), jnp.broadcast_to(4 * jnp.eye(2), (32, 2, 2))])
+    pol = gps.init_policy((16,), 3, 2, jax.random.key(0))
+    fit_m, _ = gps.fit_policy((16,), 2, pol, obs, tm, prec, 800, 1e-2, cov_rule="moment")
+    fit_p, _ = gps.fit_policy((16,), 2, pol, obs, tm, prec, 800, 1e-2, cov_rule="precision")
+    np.testing.assert_allclose(np.asarray(fit_m["cov"]), 0.625 * np.eye(2), atol=2e-3)  # (1 + 1/4) / 2
+    np.testing.assert_allclose(np.asarray(fit_p["cov"]), 0.4 * np.eye(2), atol=1e-5)  # 1 / ((1 + 4) / 2)
+    # a target the network cannot follow (noise) widens the moment covariance by the squared error
+    noisy = tm + jnp.asarray(np.random.default_rng(1).normal(size=(64, 2)), jnp.float32)
+    fit_n, _ = gps.fit_policy((16,), 2, pol, obs, noisy, prec, 50, 1e-2, cov_rule="moment")
+    assert np.all(np.diag(np.asarray(fit_n["cov"])) > 0.625 + 0.3)
+
+
+def test_reacher_conditions_put_the_arm_where_the_preset_says(tmp_path):
+    from mbrlax.algorithms import lqr_flm as flm
+    from mbrlax.envs.make import EnvError, make, reset_to
+
+    cfg = gps.resolve(gps.Config(env="Reacher-v5"))
+    env, _ = make("Reacher-v5")
+    for (seed, qpos), arm in zip(gps.conditions(cfg.train_seeds, cfg.train_qpos), gps.REACHER_TRAIN_ARM):
+        obs = reset_to(env, seed, qpos)
+        np.testing.assert_allclose(np.arctan2(obs[2:4], obs[0:2]), arm, atol=1e-6)  # joint angles from cos, sin
+        np.testing.assert_allclose(obs[4:6], gps.REACHER_GOAL, atol=1e-6)  # the one fixed target
+        np.testing.assert_allclose(obs[6:8], 0.0, atol=1e-9)  # at rest
+    # the same condition gives the same start whatever the seed's own reset drew
+    np.testing.assert_allclose(reset_to(env, 1, cfg.train_qpos[0]), reset_to(env, 7, cfg.train_qpos[0]))
+    with pytest.raises(EnvError, match="needs 4 numbers"):
+        reset_to(env, 0, (0.0, 0.0))
+    env.close()
+    pm, _ = make("mbrlax/PointMass-v0")
+    with pytest.raises(EnvError, match="MuJoCo"):
+        reset_to(pm, 0, (0.0, 0.0))
+    with pytest.raises(ValueError, match="one seed per qpos"):
+        gps.resolve(gps.Config(env="Reacher-v5", train_seeds=(0, 1)))
+
+
 def test_gaussian_kl_is_zero_for_identical_and_matches_a_hand_value():
     mu = jnp.array([[0.3, -0.2]])
     cov = jnp.array([[[0.25, 0.0], [0.0, 0.25]]])

@@ -74,6 +74,27 @@ def test_same_seed_same_run_and_resume_continues_exactly(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+def test_slim_checkpoint_drops_the_model_buffer_and_resume_refills_it(tmp_path, monkeypatch):
+    mbpo.train(tiny(tmp_path, "full", steps=60))  # stops between two model fits (every 40 steps from 40)
+    full = (tmp_path / "full" / "checkpoint.pkl").stat().st_size
+    path = mbpo.slim_checkpoint(tmp_path / "full", tmp_path / "slim")
+    payload = runs.load_checkpoint(tmp_path / "slim")
+    assert len(payload["fake"]["data"]["reward"]) == 0 and payload["t"] == 60 and path.stat().st_size < full
+    assert (tmp_path / "slim" / "config.json").exists() and (tmp_path / "slim" / "metrics.jsonl").exists()
+    sizes = []  # the model buffer the first policy update after the resume samples from
+    real_updates = mbpo.policy_updates
+
+    def spy(sac, state, real, fake, key, n_model):
+        sizes.append(int(fake.size))
+        return real_updates(sac, state, real, fake, key, n_model)
+
+    monkeypatch.setattr(mbpo, "policy_updates", spy)
+    res = mbpo.train(mbpo.Config(resume=str(tmp_path / "slim"), steps=120, progress=False))
+    assert res.steps == 120 and np.isfinite(res.final_return_mean)
+    assert sizes and sizes[0] > 0  # refilled at the resume (step 60), not sampled empty until the fit at 80
+    assert [r["step"] for r in runs.read_metrics(tmp_path / "slim") if "eval/return_mean" in r] == [40, 60, 80, 120]
+
+
 def test_sac_alone_runs_without_a_model(tmp_path):
     res = mbpo.train(tiny(tmp_path, "sac", real_ratio=1.0))
     metrics = runs.read_metrics(res.run_dir)

@@ -229,7 +229,7 @@ def train(cfg: Config) -> Result:
             tr = [rollouts(gym_env, env, teachers[i], int(s), T, 1, rng, act) for i, s in enumerate(cfg.train_seeds)]
             r_tr = np.array([t_[3][0] for t_ in tr])
             d_tr = np.array([t_[4][0] for t_ in tr])
-            r_te, d_te = gps.evaluate_global(gym_env, hidden, A, student, cfg.test_seeds, T)
+            r_te, d_te = gps.evaluate_global(gym_env, hidden, A, student, gps.conditions(cfg.test_seeds, None), T)
             step = (rnd + 1) * len(cfg.train_seeds) * T
             logger.log(step, {"distill/kl": float(loss), "eval/return_mean": float(r_tr.mean()), "eval/return_std": float(r_tr.std()),
                               "eval/train_success": float((d_tr < cfg.success_dist).mean()),

@@ -25,12 +25,13 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tyro
 
 from mbrlax import runs
 from mbrlax.algorithms import gps
@@ -82,6 +83,9 @@ class Config:
     """Evaluate the central policy every this many iterations."""
     eval_contexts: int = 64
     """Fixed initial states of the evaluation."""
+    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
+    """Constructor arguments of the pure-JAX env (e.g. a fixed target and the range of initial arm angles);
+    Python API only."""
     run_root: str = "runs"
     """Where run directories are created."""
     run_dir: str | None = None
@@ -228,7 +232,7 @@ def sample_contexts(env: jax_envs.JaxEnv, centers: jax.Array, key: jax.Array, K:
 def train(cfg: Config) -> Result:
     """DnC (or the single-policy baseline) with periodic evaluation of the central policy."""
     cfg = resolve(cfg)
-    env = jax_envs.load(cfg.env)
+    env = jax_envs.load(cfg.env, **(cfg.env_kwargs or {}))
     T = cfg.horizon or jax_envs.JAX_ENVS[cfg.env][2]
     K, B = cfg.partitions, cfg.batch
     d = DnC(env, T, cfg)
@@ -288,7 +292,7 @@ def train(cfg: Config) -> Result:
 def load_policy(run_dir: str | Path):
     """The central policy's mean action as `act(obs) -> action`."""
     cfg = resolve(Config(**flm._plain(runs.load_config(run_dir))))
-    env = jax_envs.load(cfg.env)
+    env = jax_envs.load(cfg.env, **(cfg.env_kwargs or {}))
     central = jax.tree.map(jnp.asarray, runs.load_checkpoint(run_dir)["central"])
     mean = jax.jit(lambda o: gps.policy_mean(tuple(cfg.hidden), env.act_dim, central, o))
     return (lambda o: np.clip(np.asarray(mean(jnp.asarray(o, jnp.float32))), -1, 1)), cfg

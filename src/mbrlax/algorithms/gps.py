@@ -15,13 +15,18 @@ The global policy is a Gaussian MLP on the observation (no time input), so it mu
 condition on its own; it is evaluated deterministically (its mean) from the training conditions and from
 unseen ones, and "success" is a final fingertip–target distance below `success_dist`.
 
-A condition is an `env.reset(seed=...)` seed (for Reacher-v5 a target and an arm start); training uses
-`train_seeds`, the generalization test `test_seeds`.
+A condition is an `env.reset(seed=...)` seed, optionally followed by setting the MuJoCo joint positions
+(`train_qpos` / `test_qpos`; the Reacher-v5 preset: one fixed target, four arm starts, four unseen starts
+between them); training uses the `train_*` conditions, the generalization test the `test_*` ones.
 
 Deviations: in iteration 1 (random global policy) the C-step is constrained to the previous local controller,
 as LQR-FLM; the global policy's linearization is its Jacobian at each step's mean state (the GPS code fits a
-linear-Gaussian policy by regression with a GMM prior); the policy covariance is the inverse of the mean local
-precision, as in the GPS code.
+linear-Gaussian policy by regression with a GMM prior). Three changes keep the loop from collapsing (measured
+in docs/gps.md): the S-step targets are clipped to the action box; each target's precision is capped at 2× the
+median (the GPS code caps its sample weights so); and the policy covariance Σ_π is by default the mean target
+covariance plus the fit's squared errors (`policy_cov='moment'`) rather than the GPS code's inverse mean
+precision, which ratchets down every iteration (C-step precision = anchor precision + Q_uu/η) until the local
+controllers stop exploring. The input normalizer is fitted at the first S-step and then kept, as in the GPS code.
 """
 
 from __future__ import annotations
@@ -48,13 +53,25 @@ from mbrlax.envs.make import make
 from mbrlax.planning import ilqr as il
 
 DEFAULTS: dict[str, Any] = dict(
-    iterations=12, samples=5, kl_step=1.0, init_var=0.1, cost="reach", w_dist=1.0, w_ctrl=0.1, final_weight=1.0,
-    success_dist=0.05, train_seeds=(0, 1, 2, 3), test_seeds=(100, 101, 102, 103), env_kwargs={},
+    iterations=12, samples=5, kl_step=1.0, max_step_mult=10.0, init_var=0.1, cost="reach", w_dist=1.0, w_ctrl=0.1,
+    final_weight=1.0, success_dist=0.05, train_seeds=(0, 1, 2, 3), test_seeds=(100, 101, 102, 103), train_qpos=None,
+    test_qpos=None, env_kwargs={},
 )
 
+# Reacher-v5's initial conditions: one fixed target (qpos[2:4], the fingertip position at joint angles (0, 2))
+# and the arm at rest at the corners of a box in joint space (shoulder ±1 rad, elbow 0.2 / 1.4 rad); the unseen
+# conditions lie inside that box. (The env's own reset draws a new target each seed; 4 such targets do not
+# cover the target disc, so the unseen ones would be extrapolation, see docs/gps.md.)
+REACHER_GOAL = (0.05, 0.10)
+REACHER_TRAIN_ARM = ((-1.0, 0.2), (-1.0, 1.4), (1.0, 0.2), (1.0, 1.4))
+REACHER_TEST_ARM = ((0.0, 0.8), (0.5, 0.5), (-0.5, 1.1), (-0.5, 0.4))
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # MDGPS paper: 4 training conditions, 5 samples each per iteration, 12 iterations for its reacher tasks.
-    "Reacher-v5": dict(iterations=20, samples=5, kl_step=0.5),
+    # MDGPS paper: 4 training conditions, 5 samples each per iteration. kl_step 0.2 is the GPS code's default;
+    # with 0.5 and multipliers up to 10 single C-steps collapsed the controllers' covariance (docs/gps.md).
+    "Reacher-v5": dict(iterations=30, samples=5, kl_step=0.2, max_step_mult=5.0, init_var=0.3,
+                       train_qpos=tuple(a + REACHER_GOAL for a in REACHER_TRAIN_ARM),
+                       test_qpos=tuple(a + REACHER_GOAL for a in REACHER_TEST_ARM)),
     "mbrlax/Arm2-v0": dict(iterations=12, samples=5, kl_step=0.2),
     "mbrlax/PointMass-v0": dict(iterations=8, samples=5, kl_step=0.2, success_dist=0.1),
 }
@@ -90,6 +107,11 @@ class Config:
     """Reset seeds of the training conditions."""
     test_seeds: tuple[int, ...] | None = None
     """Reset seeds of the unseen conditions used only for evaluation."""
+    train_qpos: Annotated[tuple[tuple[float, ...], ...] | None, tyro.conf.Suppress] = None
+    """MuJoCo only: the training conditions' joint positions (one per train seed), set at rest after the reset;
+    None keeps the env's own reset of each seed. Python API and presets only."""
+    test_qpos: Annotated[tuple[tuple[float, ...], ...] | None, tyro.conf.Suppress] = None
+    """MuJoCo only: the unseen conditions' joint positions (one per test seed)."""
     regression: str = "bayes"
     """Local dynamics fit: 'plain' or 'bayes' (GMM prior shared by all conditions)."""
     gmm_components: int = 8
@@ -100,7 +122,7 @@ class Config:
     """Cap on the (x, u, x') points kept for the GMM (oldest dropped)."""
     min_step_mult: float = 0.01
     """Lower bound of the adaptive multiplier of kl_step."""
-    max_step_mult: float = 10.0
+    max_step_mult: float | None = None
     """Upper bound of the adaptive multiplier of kl_step."""
     policy_hidden: tuple[int, ...] = (64, 64)
     """Hidden widths of the global policy (the MDGPS reacher policy: 2 layers of 40-100)."""
@@ -116,6 +138,12 @@ class Config:
     precision_weighting: bool = True
     """Weight the S-step's squared error by the local controllers' precision Σ_p⁻¹ (the GPS code); False uses the
     identity (plain regression on the local means), which is robust when a few steps have very high precision."""
+    policy_cov: str = "moment"
+    """Σ_π of the global policy: 'precision' = inverse mean precision of the targets (GPS code), 'moment' = mean
+    target covariance plus the fit's squared errors (stays wide where the network does not fit the teachers)."""
+    precision_cap: float = 2.0
+    """Cap each S-step target's precision at this multiple of the median precision (GPS code: its sample weights
+    at 2× their median); ≤ 0 keeps the precisions as they are."""
     env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
     """Keyword arguments for gymnasium.make; Python API and presets only."""
     run_root: str = "runs"
@@ -140,9 +168,21 @@ def resolve(cfg: Config) -> Config:
     cfg = dataclasses.replace(cfg, **{k: (preset[k] if getattr(cfg, k) is None else getattr(cfg, k)) for k in DEFAULTS})
     if cfg.cost not in flm.COSTS:
         raise ValueError(f"cost must be one of {sorted(flm.COSTS)}, got {cfg.cost!r}")
+    if cfg.policy_cov not in ("moment", "precision"):
+        raise ValueError(f"policy_cov must be 'moment' or 'precision', got {cfg.policy_cov!r}")
     if not cfg.train_seeds:
         raise ValueError("train_seeds must name at least one initial condition")
+    for which in ("train", "test"):
+        qpos, seeds = getattr(cfg, f"{which}_qpos"), getattr(cfg, f"{which}_seeds")
+        if qpos is not None and len(qpos) != len(seeds):
+            raise ValueError(f"{which}_qpos has {len(qpos)} conditions but {which}_seeds has {len(seeds)}: give one "
+                             f"seed per qpos")
     return cfg
+
+
+def conditions(seeds, qpos) -> list[tuple[int, Any]]:
+    """(reset seed, joint positions or None) of each initial condition."""
+    return [(int(s), None if qpos is None else tuple(qpos[i])) for i, s in enumerate(seeds)]
 
 
 # ---- the global policy: a Gaussian MLP fitted by (precision-weighted) regression -------------------------
@@ -171,14 +211,18 @@ def policy_mean(hidden: tuple[int, ...], act_dim: int, pol: dict, obs: jax.Array
     return net.apply(pol["params"], (obs - pol["obs_mean"]) / pol["obs_std"])
 
 
-@partial(jax.jit, static_argnames=("hidden", "act_dim", "epochs", "lr", "weighted"))
+@partial(jax.jit, static_argnames=("hidden", "act_dim", "epochs", "lr", "weighted", "refit_normalizer", "cov_rule"))
 def fit_policy(hidden: tuple[int, ...], act_dim: int, pol: dict, obs: jax.Array, target_mean: jax.Array,
-               target_prec: jax.Array, epochs: int, lr: float, weighted: bool = True) -> tuple[dict, jax.Array]:
+               target_prec: jax.Array, epochs: int, lr: float, weighted: bool = True,
+               refit_normalizer: bool = True, cov_rule: str = "precision") -> tuple[dict, jax.Array]:
     """Supervised step: minimize the mean of (π(x) − μ)ᵀ P (π(x) − μ) over P×D states with target means P×A and
-    precisions P×A×A. Up to constants and the covariance term this is KL(N(μ, P⁻¹) ‖ π(·|x)), i.e. matching the
-    teachers' action distributions. Full-batch Adam; the input normalizer is refit to `obs`. `weighted=False`
-    uses the identity instead of P in the loss (the policy covariance still comes from P)."""
-    pol = dict(pol, obs_mean=obs.mean(0), obs_std=obs.std(0) + 1e-3)
+    precisions P×A×A. Up to constants and the covariance term this is KL(π(·|x) ‖ N(μ, P⁻¹)), the S-step's
+    divergence to the teachers' action distributions. Full-batch Adam. `refit_normalizer` fits the input normalizer to `obs`;
+    training does so only at the first S-step and then keeps it (as the GPS code), because a warm-started
+    network whose input scaling moves every iteration forgets what it learned. `weighted=False` uses the
+    identity instead of P in the loss (the policy covariance still comes from P)."""
+    if refit_normalizer:
+        pol = dict(pol, obs_mean=obs.mean(0), obs_std=obs.std(0) + 1e-3)
     opt = optax.adam(lr)
 
     def loss(params):
@@ -194,9 +238,25 @@ def fit_policy(hidden: tuple[int, ...], act_dim: int, pol: dict, obs: jax.Array,
         return (optax.apply_updates(params, up), s), v
 
     (params, _), losses = jax.lax.scan(step, (pol["params"], opt.init(pol["params"])), None, length=epochs)
-    # The policy covariance: inverse of the mean precision of the targets (GPS code).
-    cov = jnp.linalg.inv(target_prec.mean(0))
+    if cov_rule == "precision":  # the inverse of the targets' mean precision (GPS code; minimizes E KL(π ‖ p))
+        cov = jnp.linalg.inv(target_prec.mean(0))
+    else:  # "moment": E[Σ_p + (π(x) − μ)(π(x) − μ)ᵀ], the covariance that minimizes E KL(p ‖ π) given the fitted means
+        d = policy_mean(hidden, act_dim, dict(pol, params=params), obs) - target_mean
+        cov = jnp.mean(jnp.linalg.inv(target_prec) + d[:, :, None] * d[:, None, :], 0)
     return dict(pol, params=params, cov=0.5 * (cov + cov.T)), losses[-1]
+
+
+def cap_precision(prec: jax.Array, cap: float) -> jax.Array:
+    """Precisions P×A×A with each one's scale (trace / A) capped at `cap` × the median scale. The GPS code caps
+    its per-sample weights at twice their robust median; here the weight is the precision's own scale, which
+    grows by orders of magnitude where the cost is sharp (at the target), and would otherwise leave the rest of
+    the trajectory (the reaching motion, which is what must generalize) without weight in the S-step and make
+    Σ_π, the inverse mean precision, collapse. cap ≤ 0 returns `prec` unchanged."""
+    if cap <= 0:
+        return prec
+    scale = jnp.trace(prec, axis1=-2, axis2=-1) / prec.shape[-1]
+    limit = cap * jnp.median(scale)
+    return prec * jnp.minimum(1.0, limit / scale)[:, None, None]
 
 
 _policy_mean_jit = jax.jit(policy_mean, static_argnums=(0, 1))
@@ -213,13 +273,13 @@ def linearize_policy(hidden: tuple[int, ...], act_dim: int, pol: dict, X: jax.Ar
     return il.make_policy(K, k, jnp.broadcast_to(pol["cov"], (T, act_dim, act_dim)))
 
 
-def evaluate_global(env, hidden, act_dim, pol: dict, seeds, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic global-policy episodes from each seed: (returns, final distances)."""
+def evaluate_global(env, hidden, act_dim, pol: dict, conds, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic global-policy episodes from each (seed, qpos) condition: (returns, final distances)."""
     hidden = tuple(hidden)
     act = lambda o: _policy_mean_jit(hidden, act_dim, pol, o)  # one compilation for all calls
     rets, dists = [], []
-    for s in seeds:
-        _, _, r, d = flm.sample_trajectories(env, None, T, 1, np.random.default_rng(0), int(s),
+    for s, qpos in conds:
+        _, _, r, d = flm.sample_trajectories(env, None, T, 1, np.random.default_rng(0), s, qpos=qpos,
                                              act_fn=lambda o, t: np.asarray(act(jnp.asarray(o, jnp.float32))))
         rets.append(r[0])
         dists.append(d[0])
@@ -243,6 +303,7 @@ def train(cfg: Config) -> Result:
     env, spec = make(cfg.env, **cfg.env_kwargs)
     T, S, A = flm._horizon(spec), spec.obs_dim, spec.act_dim
     M = len(cfg.train_seeds)
+    train_conds, test_conds = conditions(cfg.train_seeds, cfg.train_qpos), conditions(cfg.test_seeds, cfg.test_qpos)
     hidden = tuple(cfg.policy_hidden)
     run, final = flm.cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
     fitter = flm.DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed)
@@ -271,7 +332,7 @@ def train(cfg: Config) -> Result:
             tic = time.perf_counter()
             data, row = [], {}
             with jax.enable_x64(True):
-                for i, seed in enumerate(cfg.train_seeds):
+                for i, (seed, qpos) in enumerate(train_conds):
                     local = flm.policy_from_host(st["local"][i])
                     # 1. samples of condition i: from its local controller, or (on-policy MDGPS, after the first
                     #    iteration) from the global policy with its covariance Σ_π
@@ -281,9 +342,10 @@ def train(cfg: Config) -> Result:
                         chol = np.linalg.cholesky(np.asarray(st["pol"]["cov"], np.float64) + 1e-6 * np.eye(A))
                         act_fn = lambda o, t: (np.asarray(_policy_mean_jit(hidden, A, pol32, jnp.asarray(o, jnp.float32)),
                                                           np.float64) + chol @ rng.normal(size=A))
-                        X, U, rets, dists = flm.sample_trajectories(env, None, T, cfg.samples, rng, int(seed), act_fn=act_fn)
+                        X, U, rets, dists = flm.sample_trajectories(env, None, T, cfg.samples, rng, seed, act_fn=act_fn,
+                                                                    qpos=qpos)
                     else:
-                        X, U, rets, dists = flm.sample_trajectories(env, local, T, cfg.samples, rng, int(seed))
+                        X, U, rets, dists = flm.sample_trajectories(env, local, T, cfg.samples, rng, seed, qpos=qpos)
                     # 2. local dynamics (the GMM prior pools all conditions' data)
                     dyn = fitter.fit(X, U)
                     Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
@@ -318,23 +380,26 @@ def train(cfg: Config) -> Result:
                         L = jnp.linalg.cholesky(sig_x[:-1] + 1e-9 * jnp.eye(S))
                         z = jnp.asarray(rng.normal(size=(cfg.marginal_states, T, S)))
                         Xs = jnp.concatenate([Xs, mu_x[None, :-1] + jnp.einsum("tij,ntj->nti", L, z)])
-                    mean = jnp.einsum("tas,nts->nta", new.K, Xs) + new.k
+                    # clipped to the action box: the env applies the clipped action, and a linear controller's
+                    # unbounded means far from the samples would otherwise dominate the regression
+                    mean = jnp.clip(jnp.einsum("tas,nts->nta", new.K, Xs) + new.k, -1.0, 1.0)
                     prec = jnp.broadcast_to(new.inv_cov, (Xs.shape[0], T, A, A))
                     data.append((np.asarray(Xs).reshape(-1, S), np.asarray(mean).reshape(-1, A), np.asarray(prec).reshape(-1, A, A)))
                     row.update({f"gps/cost_c{i}": float(-rets.mean()), f"gps/kl_c{i}": up.kl, f"gps/eps_c{i}": epsilon})
             # 5. S-step: fit the global policy to all conditions' local controllers
             obs = jnp.asarray(np.concatenate([d[0] for d in data]), jnp.float32)
             tm = jnp.asarray(np.concatenate([d[1] for d in data]), jnp.float32)
-            tp = jnp.asarray(np.concatenate([d[2] for d in data]), jnp.float32)
+            tp = cap_precision(jnp.asarray(np.concatenate([d[2] for d in data]), jnp.float32), cfg.precision_cap)
             pol = jax.tree.map(jnp.asarray, st["pol"])
-            pol, loss = fit_policy(hidden, A, pol, obs, tm, tp, cfg.policy_epochs, cfg.policy_lr, cfg.precision_weighting)
+            pol, loss = fit_policy(hidden, A, pol, obs, tm, tp, cfg.policy_epochs, cfg.policy_lr, cfg.precision_weighting,
+                                   refit_normalizer=st["it"] == 0, cov_rule=cfg.policy_cov)
             st["pol"] = _host(pol)
             st["it"] += 1
             st["rng"] = rng.bit_generator.state
             st["fitter"] = fitter.state_dict()
             # evaluate the global policy alone (no local controllers) on training and unseen conditions
-            r_tr, d_tr = evaluate_global(env, hidden, A, pol, cfg.train_seeds, T)
-            r_te, d_te = evaluate_global(env, hidden, A, pol, cfg.test_seeds, T)
+            r_tr, d_tr = evaluate_global(env, hidden, A, pol, train_conds, T)
+            r_te, d_te = evaluate_global(env, hidden, A, pol, test_conds, T)
             step = st["it"] * M * cfg.samples * T
             row.update({
                 "gps/policy_loss": float(loss), "gps/local_cost": float(np.mean([row[f"gps/cost_c{i}"] for i in range(M)])),

@@ -35,7 +35,7 @@ import tyro
 
 from mbrlax import runs
 from mbrlax.algorithms.common import Result as BaseResult, fill_preset
-from mbrlax.envs.make import make
+from mbrlax.envs.make import make, reset_to
 from mbrlax.models import local_linear as ll
 from mbrlax.planning import ilqr as il
 
@@ -153,15 +153,16 @@ def cost_fns(cost: str, w_dist: float, w_ctrl: float, final_weight: float):
 
 
 def sample_trajectories(env, pol: il.LinearGaussianPolicy | None, T: int, n: int, rng: np.random.Generator,
-                        reset_seed: int | None, act_fn: Callable | None = None, noise: bool = True):
-    """Run a time-varying linear-Gaussian controller (or `act_fn(obs, t)`) for n episodes of T steps.
+                        reset_seed: int | None, act_fn: Callable | None = None, noise: bool = True, qpos=None):
+    """Run a time-varying linear-Gaussian controller (or `act_fn(obs, t)`) for n episodes of T steps, each from
+    env.reset(seed=reset_seed) (a random seed if None), then put at joint positions `qpos` if given (MuJoCo).
     Returns X n×(T+1)×S, U n×T×A (the clipped actions actually applied), returns n, final distance n."""
     K = k = chol = None
     if pol is not None:
         K, k, chol = (np.asarray(a, np.float64) for a in (pol.K, pol.k, pol.chol))
     Xs, Us, rets, dists = [], [], [], []
     for i in range(n):
-        obs, _ = env.reset(seed=reset_seed if reset_seed is not None else int(rng.integers(2**31)))
+        obs = reset_to(env, reset_seed if reset_seed is not None else int(rng.integers(2**31)), qpos)
         X, U, ret = [obs], [], 0.0
         for t in range(T):
             if act_fn is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -310,6 +311,22 @@ def _checkpoint_payload(st: dict, cfg: Config) -> dict:
     )
 
 
+def slim_checkpoint(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Copy a run to `out_dir` with a checkpoint that keeps everything but the model buffer (D_model: most of the
+    bytes, and regenerated from D_env by the model). Resuming from it refills D_model with one rollout batch, so
+    it continues closely but not exactly as the full checkpoint would. For carrying long runs between machines."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    payload = runs.load_checkpoint(run_dir)
+    fake = payload["fake"]
+    payload["fake"] = dict(fake, data={k: v[:0] for k, v in fake["data"].items()}, ptr=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "metrics.jsonl", "run.json"):
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, out_dir / name)
+    payload.pop("format", None)
+    return runs.save_checkpoint(out_dir, payload)
+
+
 def _restore(payload: dict, fresh: dict, cfg: Config) -> dict:
     saved = payload["config"]
     for name in ("env", "ensemble_size", "sac_hidden", "model_hidden", "seed"):
@@ -363,12 +380,19 @@ def train(cfg: Config) -> Result:
     logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
     logger.truncate_after(st["t"])  # rows after the checkpoint are re-done by this run
 
+    use_model = cfg.real_ratio < 1.0
+    if use_model and st["model_fitted"] and int(st["fake"].size) == 0:
+        # resumed from a slim checkpoint (`slim_checkpoint`: no model buffer): refill it with one rollout batch
+        # of the current length from the current model and policy before any policy update samples from it
+        st["key"], k_roll = jax.random.split(st["key"])
+        start = st["real"].sample(st["np_rng"], cfg.rollout_batch_size).obs
+        st["fake"], _ = branched_rollout(model, st["model"], sac.sample_action, st["sac"].actor, jnp.asarray(start),
+                                         st["k"], st["fake"], k_roll, term_fn)
     if st["obs"] is None or st["env_state"] is None:
         st["obs"], _ = env.reset(seed=cfg.seed + st["episode"]["count"])
     else:  # continue the interrupted episode exactly where it was
         env.reset(seed=cfg.seed)
         set_env_state(env, st["env_state"])
-    use_model = cfg.real_ratio < 1.0
     n_real = cfg.sac_batch_size if not use_model else int(round(cfg.sac_batch_size * cfg.real_ratio))
     mean_act = jax.jit(sac.mean_action)
     bar = runs.ProgressBar(cfg.steps, f"{'mbpo' if use_model else 'sac'} {cfg.env}", cfg.progress, st["t"])

@@ -60,6 +60,23 @@ def make(env_id: str, **kwargs: Any) -> tuple[gym.Env, EnvSpec]:
     return env, spec
 
 
+def reset_to(env: gym.Env, seed: int, qpos=None) -> np.ndarray:
+    """env.reset(seed=seed); with `qpos`, a MuJoCo env is then put at those joint positions at rest: a fixed,
+    chosen initial condition (GPS-style), independent of the env's own reset distribution. Returns the obs."""
+    obs, _ = env.reset(seed=seed)
+    if qpos is None:
+        return obs
+    base = env.unwrapped
+    if not (hasattr(base, "set_state") and hasattr(base, "_get_obs") and hasattr(base, "model")):
+        raise EnvError(f"initial conditions given as qpos need a MuJoCo environment, not {type(base).__name__}; "
+                       f"give reset seeds instead")
+    qpos = np.asarray(qpos, np.float64)
+    if qpos.shape != (base.model.nq,):
+        raise EnvError(f"a qpos initial condition needs {base.model.nq} numbers for this environment, got {qpos.shape}")
+    base.set_state(qpos, np.zeros(base.model.nv))  # set_state runs mj_forward, so _get_obs sees the new state
+    return base._get_obs()
+
+
 # ---- state capture, so that a resumed run continues the same episode -----------------------------
 
 
