@@ -85,6 +85,9 @@ def test_reacher_conditions_put_the_arm_where_the_preset_says(tmp_path):
     pm, _ = make("mbrlax/PointMass-v0")
     with pytest.raises(EnvError, match="MuJoCo"):
         reset_to(pm, 0, (0.0, 0.0))
+    # () means the env's own resets (None would take the preset's conditions)
+    plain = gps.resolve(gps.Config(env="Reacher-v5", train_qpos=(), test_qpos=()))
+    assert all(q is None for _, q in gps.conditions(plain.train_seeds, plain.train_qpos))
     with pytest.raises(ValueError, match="one seed per qpos"):
         gps.resolve(gps.Config(env="Reacher-v5", train_seeds=(0, 1)))
 

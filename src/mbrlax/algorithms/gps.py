@@ -109,7 +109,7 @@ class Config:
     """Reset seeds of the unseen conditions used only for evaluation."""
     train_qpos: Annotated[tuple[tuple[float, ...], ...] | None, tyro.conf.Suppress] = None
     """MuJoCo only: the training conditions' joint positions (one per train seed), set at rest after the reset;
-    None keeps the env's own reset of each seed. Python API and presets only."""
+    () keeps the env's own reset of each seed (None: the preset's). Python API and presets only."""
     test_qpos: Annotated[tuple[tuple[float, ...], ...] | None, tyro.conf.Suppress] = None
     """MuJoCo only: the unseen conditions' joint positions (one per test seed)."""
     regression: str = "bayes"
@@ -174,7 +174,7 @@ def resolve(cfg: Config) -> Config:
         raise ValueError("train_seeds must name at least one initial condition")
     for which in ("train", "test"):
         qpos, seeds = getattr(cfg, f"{which}_qpos"), getattr(cfg, f"{which}_seeds")
-        if qpos is not None and len(qpos) != len(seeds):
+        if qpos and len(qpos) != len(seeds):
             raise ValueError(f"{which}_qpos has {len(qpos)} conditions but {which}_seeds has {len(seeds)}: give one "
                              f"seed per qpos")
     return cfg
@@ -182,7 +182,7 @@ def resolve(cfg: Config) -> Config:
 
 def conditions(seeds, qpos) -> list[tuple[int, Any]]:
     """(reset seed, joint positions or None) of each initial condition."""
-    return [(int(s), None if qpos is None else tuple(qpos[i])) for i, s in enumerate(seeds)]
+    return [(int(s), tuple(qpos[i]) if qpos else None) for i, s in enumerate(seeds)]
 
 
 # ---- the global policy: a Gaussian MLP fitted by (precision-weighted) regression -------------------------
