@@ -217,10 +217,10 @@ def fit_policy(hidden: tuple[int, ...], act_dim: int, pol: dict, obs: jax.Array,
                refit_normalizer: bool = True, cov_rule: str = "precision") -> tuple[dict, jax.Array]:
     """Supervised step: minimize the mean of (π(x) − μ)ᵀ P (π(x) − μ) over P×D states with target means P×A and
     precisions P×A×A. Up to constants and the covariance term this is KL(π(·|x) ‖ N(μ, P⁻¹)), the S-step's
-    divergence to the teachers' action distributions. Full-batch Adam. `refit_normalizer` fits the input normalizer to `obs`;
-    training does so only at the first S-step and then keeps it (as the GPS code), because a warm-started
-    network whose input scaling moves every iteration forgets what it learned. `weighted=False` uses the
-    identity instead of P in the loss (the policy covariance still comes from P)."""
+    divergence to the teachers' action distributions. Full-batch Adam. `refit_normalizer` fits the input
+    normalizer to `obs`; training does so only at the first S-step and then keeps it (as the GPS code), so that a
+    warm-started network's inputs keep their meaning. `weighted=False` uses the identity instead of P in the
+    loss. `cov_rule` picks Σ_π: 'precision' or 'moment' (see Config.policy_cov)."""
     if refit_normalizer:
         pol = dict(pol, obs_mean=obs.mean(0), obs_std=obs.std(0) + 1e-3)
     opt = optax.adam(lr)
@@ -240,7 +240,7 @@ def fit_policy(hidden: tuple[int, ...], act_dim: int, pol: dict, obs: jax.Array,
     (params, _), losses = jax.lax.scan(step, (pol["params"], opt.init(pol["params"])), None, length=epochs)
     if cov_rule == "precision":  # the inverse of the targets' mean precision (GPS code; minimizes E KL(π ‖ p))
         cov = jnp.linalg.inv(target_prec.mean(0))
-    else:  # "moment": E[Σ_p + (π(x) − μ)(π(x) − μ)ᵀ], the covariance that minimizes E KL(p ‖ π) given the fitted means
+    else:  # "moment": E[Σ_p + (π(x) − μ)(π(x) − μ)ᵀ], which minimizes E KL(p ‖ π) given the fitted means
         d = policy_mean(hidden, act_dim, dict(pol, params=params), obs) - target_mean
         cov = jnp.mean(jnp.linalg.inv(target_prec) + d[:, :, None] * d[:, None, :], 0)
     return dict(pol, params=params, cov=0.5 * (cov + cov.T)), losses[-1]
