@@ -9,11 +9,15 @@ format. The SAC run behind each environment is cached under benchmarks/runs/data
 re-running continues it). Budgets: DATA_PRESETS in src/mbrlax/data/offline.py (120,000 SAC steps for
 HalfCheetah and Hopper, ~30 min each on 2 cores), or --sac-steps (see docs/datasets.md). Writes
 benchmarks/results/offline_datasets.json with each dataset's summary.
+
+Every finished dataset is also copied to benchmarks/carry/datasets/ (committed, a few MB each), and a dataset
+missing from benchmarks/runs/ is restored from there instead of regenerated: a fresh machine has them at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from common import RUNS, machine, write_json  # noqa: E402
 from mbrlax.data import offline  # noqa: E402
 
 ROOT = RUNS / "datasets"
+CARRY = Path(__file__).resolve().parent / "carry" / "datasets"
 PLAN = {
     "HalfCheetah-v5": ("random", "medium", "medium-replay"),
     "Hopper-v5": ("medium-replay", "random", "medium"),
@@ -44,12 +49,18 @@ def main() -> None:
     for env in envs:
         for kind in PLAN[env]:
             p = path_of(env, kind)
+            carried = CARRY / p.relative_to(ROOT)
+            if not (p / "data" / "metadata.json").exists() and (carried / "data" / "metadata.json").exists():
+                shutil.copytree(carried, p, dirs_exist_ok=True)
+                print(f"{p} restored from {carried}", flush=True)
             if (p / "data" / "metadata.json").exists():
                 print(f"{p} exists", flush=True)
-                continue
-            tic = time.time()
-            offline.make_dataset(env, kind, out=p, root=ROOT, progress=args.progress, sac_steps=args.sac_steps)
-            print(f"{env} {kind}: {time.time() - tic:.0f} s -> {p}", flush=True)
+            else:
+                tic = time.time()
+                offline.make_dataset(env, kind, out=p, root=ROOT, progress=args.progress, sac_steps=args.sac_steps)
+                print(f"{env} {kind}: {time.time() - tic:.0f} s -> {p}", flush=True)
+            if not (carried / "data" / "metadata.json").exists():
+                shutil.copytree(p, carried, dirs_exist_ok=True)
     summary = {}
     for env, kinds in PLAN.items():
         for kind in kinds:
