@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -44,8 +45,6 @@ CARRY = Path(__file__).resolve().parent / "carry"  # slim checkpoints of unfinis
 
 
 def run_one(task: str, seed: int, steps: int) -> str:
-    import shutil
-
     from mbrlax import runs
     from mbrlax.algorithms import mbpo
 
