@@ -17,13 +17,14 @@ missing from benchmarks/runs/ is restored from there instead of regenerated: a f
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, machine, write_json  # noqa: E402
 
 from mbrlax.data import offline  # noqa: E402
 
@@ -61,13 +62,16 @@ def main() -> None:
                 print(f"{env} {kind}: {time.time() - tic:.0f} s -> {p}", flush=True)
             if not (carried / "data" / "metadata.json").exists():
                 shutil.copytree(p, carried, dirs_exist_ok=True)
-    summary = {}
+    # the summary keeps the entries of datasets not on this machine (made elsewhere, not carried)
+    old = RESULTS / "offline_datasets.json"
+    summary = json.loads(old.read_text())["datasets"] if old.exists() else {}
     for env, kinds in PLAN.items():
         for kind in kinds:
             p = path_of(env, kind)
             if (p / "data" / "metadata.json").exists():
                 s = offline.info(p)
                 s.pop("snapshots", None)
+                s["carried"] = (CARRY / p.relative_to(ROOT) / "data" / "metadata.json").exists()
                 summary[f"{offline.env_slug(env)}-{kind}"] = s
     write_json("offline_datasets.json", {"machine": machine(), "root": str(ROOT), "datasets": summary})
 
