@@ -324,7 +324,9 @@ def slim_checkpoint(run_dir: str | Path, out_dir: str | Path) -> Path:
         if (run_dir / name).exists():
             shutil.copyfile(run_dir / name, out_dir / name)
     payload.pop("format", None)
-    return runs.save_checkpoint(out_dir, payload)
+    path = runs.save_checkpoint(out_dir, payload)
+    (out_dir / "checkpoint.prev.pkl").unlink(missing_ok=True)  # a carried copy needs only the latest
+    return path
 
 
 def _restore(payload: dict, fresh: dict, cfg: Config) -> dict:
