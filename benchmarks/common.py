@@ -12,6 +12,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = Path(__file__).resolve().parent / "runs"  # run directories (git-ignored; keeps checkpoints for resume)
+CARRY = Path(__file__).resolve().parent / "carry"  # committed slim copies of RUNS entries, for a fresh machine
 
 
 def machine() -> dict[str, Any]:
@@ -36,6 +37,18 @@ def machine() -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_avg_1min_at_start": os.getloadavg()[0],
     }
+
+
+def restore_carried(path: Path, marker: str) -> bool:
+    """Copy RUNS/<rel> from CARRY/<rel> when `path` (under RUNS) lacks `marker` and the carried copy has it.
+    Returns whether it copied. Long runs and generated datasets continue on a fresh machine this way."""
+    import shutil
+
+    carried = CARRY / path.relative_to(RUNS)
+    if (path / marker).exists() or not (carried / marker).exists():
+        return False
+    shutil.copytree(carried, path, dirs_exist_ok=True)
+    return True
 
 
 def write_json(name: str, payload: dict) -> Path:

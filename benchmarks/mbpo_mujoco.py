@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, write_json  # noqa: E402
 
 TASKS = {
     "inverted_pendulum": {"env": "InvertedPendulum-v5", "steps": 10_000, "threshold": 1000.0, "overrides": {}},
@@ -41,18 +40,13 @@ REFERENCE = {
 }
 
 
-CARRY = Path(__file__).resolve().parent / "carry"  # slim checkpoints of unfinished long runs (committed)
-
-
 def run_one(task: str, seed: int, steps: int) -> str:
     from mbrlax import runs
     from mbrlax.algorithms import mbpo
 
     spec = TASKS[task]
     run_dir = RUNS / f"{task}-mbpo-s{seed}"
-    carried = CARRY / run_dir.name
-    if not (run_dir / "checkpoint.pkl").exists() and (carried / "checkpoint.pkl").exists():
-        shutil.copytree(carried, run_dir, dirs_exist_ok=True)  # continue the run carried from another machine
+    restore_carried(run_dir, "checkpoint.pkl")  # continue a run carried from another machine
     if (run_dir / "checkpoint.pkl").exists():
         if runs.load_checkpoint(run_dir)["t"] < steps:
             mbpo.train(mbpo.Config(resume=str(run_dir), steps=steps, progress=False))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, restore_carried, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 D3RLPY = HERE / "peers" / ".venvs" / "d3rlpy" / "bin" / "python"
@@ -219,6 +219,7 @@ def main() -> None:
         # seed-major: one seed of every dataset before the next seed, so partial results cover all datasets
         for seed in args.seeds:
             for name in args.datasets:
+                restore_carried(DATA / f"{name}-v0", "data/metadata.json")  # datasets carried in the repo
                 if not (DATA / f"{name}-v0" / "data").exists():
                     print(f"skipping {name}: dataset not generated yet (benchmarks/offline_datasets.py)", flush=True)
                     continue

@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import CARRY as CARRY_ROOT, RESULTS, RUNS, machine, restore_carried, write_json  # noqa: E402
 
 from mbrlax.data import offline  # noqa: E402
 
 ROOT = RUNS / "datasets"
-CARRY = Path(__file__).resolve().parent / "carry" / "datasets"
+CARRY = CARRY_ROOT / "datasets"
 PLAN = {
     "HalfCheetah-v5": ("random", "medium", "medium-replay"),
     "Hopper-v5": ("medium-replay", "random", "medium"),
@@ -51,8 +51,7 @@ def main() -> None:
         for kind in PLAN[env]:
             p = path_of(env, kind)
             carried = CARRY / p.relative_to(ROOT)
-            if not (p / "data" / "metadata.json").exists() and (carried / "data" / "metadata.json").exists():
-                shutil.copytree(carried, p, dirs_exist_ok=True)
+            if restore_carried(p, "data/metadata.json"):
                 print(f"{p} restored from {carried}", flush=True)
             if (p / "data" / "metadata.json").exists():
                 print(f"{p} exists", flush=True)
