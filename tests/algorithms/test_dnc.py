@@ -40,3 +40,18 @@ def test_dnc_distills_a_central_policy_that_improves(tmp_path):
     assert r.evals[-1][1] > -30, r.evals
     act, _ = dnc.load_policy(r.run_dir)
     assert act(np.zeros(8, np.float32)).shape == (2,)
+
+
+def test_dnc_env_kwargs_reach_the_environment(tmp_path, monkeypatch):
+    """env_kwargs (a fixed target, say) are passed to the pure-JAX env by train and by load_policy."""
+    from mbrlax.envs import jax_envs
+
+    seen = []
+    real_load = jax_envs.load
+    monkeypatch.setattr(jax_envs, "load", lambda env_id, **kw: seen.append(kw) or real_load(env_id, **kw))
+    kw = dict(env="mbrlax/PointMass-v0", iterations=2, eval_every=2, distill_every=2, distill_epochs=5, horizon=5,
+              hidden=(8,), partitions=1, batch=4, kl_weight=0.0, env_kwargs=dict(target=(0.5, -0.5)),
+              run_root=str(tmp_path), progress=False, tensorboard=False)
+    r = dnc.train(dnc.Config(**kw))
+    dnc.load_policy(r.run_dir)
+    assert len(seen) == 2 and all(tuple(k["target"]) == (0.5, -0.5) for k in seen)

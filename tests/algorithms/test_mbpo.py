@@ -81,6 +81,8 @@ def test_slim_checkpoint_drops_the_model_buffer_and_resume_refills_it(tmp_path, 
     payload = runs.load_checkpoint(tmp_path / "slim")
     assert len(payload["fake"]["data"]["reward"]) == 0 and payload["t"] == 60 and path.stat().st_size < full
     assert (tmp_path / "slim" / "config.json").exists() and (tmp_path / "slim" / "metrics.jsonl").exists()
+    mbpo.slim_checkpoint(tmp_path / "full", tmp_path / "slim")  # carrying again keeps no previous copy
+    assert not (tmp_path / "slim" / "checkpoint.prev.pkl").exists()
     sizes = []  # the model buffer the first policy update after the resume samples from
     real_updates = mbpo.policy_updates
 
