@@ -9,6 +9,8 @@ with the dataset's reference returns. Medians (and all values) over seeds.
 The training budget is far below the paper's (1000 epochs × 1000 SAC steps, 50,000 rollouts per batch):
 BUDGET below, chosen to fit a 2-core CPU shared with other jobs. Runs are resumable and finished runs are
 skipped, so re-running the script continues where it stopped; the JSON is rewritten from what exists.
+`--carry` copies the metrics of finished runs (and the IQL results) to benchmarks/carry/mopo/, which is committed:
+on a fresh machine they count as finished, and only the missing runs are trained.
 
     python benchmarks/mopo_scores.py [--seeds 0 1 2] [--datasets halfcheetah-medium-replay ...] [--epochs N]
                                      [--methods bc mopo iql]
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, eval_curve, machine, restore_carried, write_json  # noqa: E402
+from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 D3RLPY = HERE / "peers" / ".venvs" / "d3rlpy" / "bin" / "python"
@@ -51,12 +53,40 @@ BUDGET = dict(epochs=40, epoch_length=1000, rollout_freq=1000, rollout_batch_siz
 BC_BUDGET = dict(steps=10_000, updates_per_call=1000, eval_every=5000, eval_episodes=5)
 
 
+def finished(run_dir: Path, at: int) -> bool:
+    """A run finished here or on an earlier machine (a carried copy holds its metrics, no checkpoint)."""
+    restore_carried(run_dir, "metrics.jsonl")
+    return final_score(run_dir, at) is not None
+
+
+def carry_finished(names: list[str], seeds: list[int], epochs: int) -> None:
+    """Copy the metrics (not the checkpoints) of every finished run, and the IQL results, to benchmarks/carry."""
+    import shutil
+
+    for name in names:
+        for seed in seeds:
+            for run_dir, at in ((RUNS / "mopo" / f"mopo-{name}-s{seed}", epochs * BUDGET["epoch_length"]),
+                                (RUNS / "mopo" / f"bc-{name}-s{seed}", BC_BUDGET["steps"])):
+                if final_score(run_dir, at) is not None:
+                    dst = CARRY / run_dir.relative_to(RUNS)
+                    dst.mkdir(parents=True, exist_ok=True)
+                    for f in ("metrics.jsonl", "config.json", "run.json"):
+                        if (run_dir / f).exists():
+                            shutil.copyfile(run_dir / f, dst / f)
+            ref = reference_path(name, seed)
+            if ref.exists():
+                (CARRY / ref.relative_to(RUNS)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ref, CARRY / ref.relative_to(RUNS))
+
+
 def run_mopo(name: str, seed: int, epochs: int) -> Path:
     from mbrlax import runs
     from mbrlax.algorithms import mopo
 
     run_dir = RUNS / "mopo" / f"mopo-{name}-s{seed}"
     total = epochs * BUDGET["epoch_length"]
+    if finished(run_dir, total):
+        return run_dir
     if (run_dir / "checkpoint.pkl").exists():
         if runs.load_checkpoint(run_dir)["t"] < total:
             mopo.train(mopo.Config(resume=str(run_dir), epochs=epochs, progress=False, tensorboard=False))
@@ -72,7 +102,7 @@ def run_bc(name: str, seed: int) -> Path:
     from mbrlax.algorithms import bc
 
     run_dir = RUNS / "mopo" / f"bc-{name}-s{seed}"
-    if (run_dir / "checkpoint.pkl").exists() and runs.load_checkpoint(run_dir)["t"] >= BC_BUDGET["steps"]:
+    if finished(run_dir, BC_BUDGET["steps"]):
         return run_dir
     if (run_dir / "checkpoint.pkl").exists():
         bc.train(bc.Config(resume=str(run_dir), progress=False, tensorboard=False))
@@ -89,7 +119,7 @@ def reference_path(name: str, seed: int, algo: str = "iql") -> Path:
 def run_reference(name: str, seed: int, steps: int, algo: str = "iql") -> Path | None:
     """d3rlpy's IQL on the same dataset, in the peer venv; the result is one JSON file per run."""
     out = reference_path(name, seed, algo)
-    if out.exists():
+    if out.exists() or restore_reference(out):
         return out
     if not D3RLPY.exists():
         print(f"skipping {algo}: no d3rlpy venv (bash benchmarks/peers/setup.sh d3rlpy)", flush=True)
@@ -100,8 +130,20 @@ def run_reference(name: str, seed: int, steps: int, algo: str = "iql") -> Path |
     return out
 
 
+def restore_reference(out: Path) -> bool:
+    """Copy a carried reference result (one JSON file) into RUNS; returns whether there was one."""
+    carried = CARRY / out.relative_to(RUNS)
+    if not carried.exists():
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(carried.read_bytes())
+    return True
+
+
 def reference_result(name: str, seed: int, algo: str = "iql") -> dict | None:
     p = reference_path(name, seed, algo)
+    if not p.exists():
+        restore_reference(p)
     return json.loads(p.read_text()) if p.exists() else None
 
 
@@ -136,6 +178,9 @@ def collect(names: list[str], seeds: list[int], epochs: int) -> dict:
             continue
         ds = offline.load(path, check_env=False)
         rets = ds.episode_returns()
+        for s in seeds:  # runs finished on an earlier machine
+            for algo in ("mopo", "bc"):
+                restore_carried(RUNS / "mopo" / f"{algo}-{name}-s{s}", "metrics.jsonl")
         mopo_s = {s: final_score(RUNS / "mopo" / f"mopo-{name}-s{s}", epochs * BUDGET["epoch_length"]) for s in seeds}
         bc_s = {s: final_score(RUNS / "mopo" / f"bc-{name}-s{s}", BC_BUDGET["steps"]) for s in seeds}
         mopo_v = [v for v in mopo_s.values() if v is not None]
@@ -214,6 +259,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", choices=["bc", "mopo", "iql"], default=["bc", "mopo", "iql"])
     ap.add_argument("--iql-steps", type=int, default=None, help="default: MOPO's SAC steps (epochs × 1000)")
     ap.add_argument("--collect-only", action="store_true", help="only rewrite the JSON/PNG from existing runs")
+    ap.add_argument("--carry", action="store_true", help="copy finished runs' metrics to benchmarks/carry/ at the end")
     args = ap.parse_args()
     if not args.collect_only:
         # seed-major: one seed of every dataset before the next seed, so partial results cover all datasets
@@ -238,6 +284,8 @@ def main() -> None:
     write_json("mopo_scores.json", {"machine": machine(), "budget": {**BUDGET, "epochs": args.epochs},
                                     "bc_budget": BC_BUDGET, "penalty": "max_aleatoric", "results": results})
     plot(results, RESULTS / "mopo_scores.png")
+    if args.carry:
+        carry_finished(args.datasets, args.seeds, args.epochs)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ EOF
     # sbx-rl depends on stable-baselines3 -> torch: install the CPU torch first and keep it pinned
     # in the same resolve so pip never swaps in a CUDA build. jax[cpu] = jax + jaxlib, no CUDA plugins.
     "${PIP[@]}" "$TORCH_PIN"
-    "${PIP[@]}" "$TORCH_PIN" "jax[cpu]" sbx-rl gymnasium
+    "${PIP[@]}" "$TORCH_PIN" "jax[cpu]" sbx-rl gymnasium mujoco
     "$VENV/bin/python" -c "import jax, sbx, torch; print('sbx venv OK: sbx', sbx.__version__, 'jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"
     ;;
   offlinerl)
