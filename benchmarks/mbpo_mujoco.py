@@ -99,6 +99,15 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, r in out["runs"].items():
         ax.plot(r["eval_steps"], r["eval_returns"], lw=1.8, label=f"mbrlax MBPO {name}")
+    # SAC alone beside it (benchmarks/sac_learning.py: G = 1, 3 evaluation episodes), when that was run
+    sac_json = RESULTS / f"sac_learning_{spec['env']}.json"
+    if sac_json.exists():
+        sac = json.loads(sac_json.read_text())
+        for which, style in (("mbrlax", "--"), ("sbx", ":")):
+            med = {int(k): v for k, v in sac["median"].get(which, {}).items() if int(k) <= steps}
+            if med:
+                ax.plot(list(med), list(med.values()), "k" + style, lw=1.2,
+                        label=f"SAC alone ({which}), median of {len(sac['curves'][which])} seeds")
     for x_ref, y_ref, source in REFERENCE.get(args.task, []):
         ax.plot([x_ref], [y_ref], "k*", ms=10, label=f"{y_ref:.0f} at {x_ref // 1000}k: {source}")
     if spec["threshold"] is not None:
