@@ -71,7 +71,7 @@ def curves(env: str, seeds: list[int]) -> dict:
         if (d / "metrics.jsonl").exists():
             x, y = eval_curve(d)
             out["mbrlax"][s] = [(a, b) for a, b in zip(x, y) if a >= SETTINGS["eval_every"]]
-        p = d.with_name(f"sbx-{env}-s{s}").with_suffix(".json")
+        p = run_dir(env, "sbx", s).with_suffix(".json")
         if p.exists():
             out["sbx"][s] = [tuple(c) for c in json.loads(p.read_text())["curve"]]
     return out
@@ -122,8 +122,9 @@ def report(env: str, seeds: list[int], steps: int) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for which, color in (("mbrlax", "tab:blue"), ("sbx", "tab:orange")):
-        for s, cur in c[which].items():
-            ax.plot(*zip(*cur), color=color, lw=0.8, alpha=0.35) if cur else None
+        for cur in c[which].values():
+            if cur:
+                ax.plot(*zip(*cur), color=color, lw=0.8, alpha=0.35)
         if med[which]:
             ax.plot(list(med[which]), list(med[which].values()), color=color, lw=2.2,
                     label=f"{which} SAC, median of {len(c[which])} seeds")
