@@ -39,15 +39,21 @@ def machine() -> dict[str, Any]:
     }
 
 
-def restore_carried(path: Path, marker: str) -> bool:
-    """Copy RUNS/<rel> from CARRY/<rel> when `path` (under RUNS) lacks `marker` and the carried copy has it.
-    Returns whether it copied. Long runs and generated datasets continue on a fresh machine this way."""
+def restore_carried(path: Path, marker: str | None = None) -> bool:
+    """Copy RUNS/<rel> from CARRY/<rel> when `path` (under RUNS) lacks `marker` and the carried copy has it; with no
+    marker, `path` is one file restored when missing. Returns whether it copied. Long runs, generated datasets and
+    finished results continue on a fresh machine this way."""
     import shutil
 
     carried = CARRY / path.relative_to(RUNS)
-    if (path / marker).exists() or not (carried / marker).exists():
+    have, want = (path / marker, carried / marker) if marker else (path, carried)
+    if have.exists() or not want.exists():
         return False
-    shutil.copytree(carried, path, dirs_exist_ok=True)
+    if carried.is_dir():
+        shutil.copytree(carried, path, dirs_exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(carried, path)
     return True
 
 

@@ -119,7 +119,7 @@ def reference_path(name: str, seed: int, algo: str = "iql") -> Path:
 def run_reference(name: str, seed: int, steps: int, algo: str = "iql") -> Path | None:
     """d3rlpy's IQL on the same dataset, in the peer venv; the result is one JSON file per run."""
     out = reference_path(name, seed, algo)
-    if out.exists() or restore_reference(out):
+    if out.exists() or restore_carried(out):
         return out
     if not D3RLPY.exists():
         print(f"skipping {algo}: no d3rlpy venv (bash benchmarks/peers/setup.sh d3rlpy)", flush=True)
@@ -130,20 +130,9 @@ def run_reference(name: str, seed: int, steps: int, algo: str = "iql") -> Path |
     return out
 
 
-def restore_reference(out: Path) -> bool:
-    """Copy a carried reference result (one JSON file) into RUNS; returns whether there was one."""
-    carried = CARRY / out.relative_to(RUNS)
-    if not carried.exists():
-        return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(carried.read_bytes())
-    return True
-
-
 def reference_result(name: str, seed: int, algo: str = "iql") -> dict | None:
     p = reference_path(name, seed, algo)
-    if not p.exists():
-        restore_reference(p)
+    restore_carried(p)
     return json.loads(p.read_text()) if p.exists() else None
 
 
