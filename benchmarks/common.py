@@ -57,6 +57,31 @@ def restore_carried(path: Path, marker: str | None = None) -> bool:
     return True
 
 
+def carry(path: Path) -> Path:
+    """Copy `path` (a file or a directory under RUNS) to its place under CARRY, the inverse of restore_carried."""
+    import shutil
+
+    dst = CARRY / path.relative_to(RUNS)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        shutil.copytree(path, dst, dirs_exist_ok=True)
+    else:
+        shutil.copyfile(path, dst)
+    return dst
+
+
+def train_or_resume(algo, run_dir: Path, steps: int, new: dict, resume: dict | None = None) -> None:
+    """Train `algo` (an mbrlax.algorithms module) into run_dir with Config(**new), or, when run_dir holds a checkpoint
+    short of `steps`, continue it with Config(resume=run_dir, **resume). A checkpoint at `steps` is left alone."""
+    from mbrlax import runs
+
+    if (run_dir / "checkpoint.pkl").exists():
+        if runs.load_checkpoint(run_dir)["t"] < steps:
+            algo.train(algo.Config(resume=str(run_dir), **(resume or {})))
+    else:
+        algo.train(algo.Config(run_dir=str(run_dir), **new))
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

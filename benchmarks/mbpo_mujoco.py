@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, write_json  # noqa: E402
+from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, train_or_resume, write_json  # noqa: E402
 
 TASKS = {
     "inverted_pendulum": {"env": "InvertedPendulum-v5", "steps": 10_000, "threshold": 1000.0, "overrides": {}},
@@ -41,18 +41,14 @@ REFERENCE = {
 
 
 def run_one(task: str, seed: int, steps: int) -> str:
-    from mbrlax import runs
     from mbrlax.algorithms import mbpo
 
     spec = TASKS[task]
     run_dir = RUNS / f"{task}-mbpo-s{seed}"
     restore_carried(run_dir, "checkpoint.pkl")  # continue a run carried from another machine
-    if (run_dir / "checkpoint.pkl").exists():
-        if runs.load_checkpoint(run_dir)["t"] < steps:
-            mbpo.train(mbpo.Config(resume=str(run_dir), steps=steps, progress=False))
-    else:
-        mbpo.train(mbpo.Config(env=spec["env"], seed=seed, steps=steps, run_dir=str(run_dir), progress=False,
-                               **spec["overrides"]))
+    train_or_resume(mbpo, run_dir, steps, new=dict(env=spec["env"], seed=seed, steps=steps, progress=False,
+                                                   **spec["overrides"]),
+                    resume=dict(steps=steps, progress=False))
     return str(run_dir)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, write_json  # noqa: E402
+from common import RESULTS, RUNS, carry, eval_curve, machine, restore_carried, train_or_resume, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 D3RLPY = HERE / "peers" / ".venvs" / "d3rlpy" / "bin" / "python"
@@ -61,54 +61,40 @@ def finished(run_dir: Path, at: int) -> bool:
 
 def carry_finished(names: list[str], seeds: list[int], epochs: int) -> None:
     """Copy the metrics (not the checkpoints) of every finished run, and the IQL results, to benchmarks/carry."""
-    import shutil
-
     for name in names:
         for seed in seeds:
             for run_dir, at in ((RUNS / "mopo" / f"mopo-{name}-s{seed}", epochs * BUDGET["epoch_length"]),
                                 (RUNS / "mopo" / f"bc-{name}-s{seed}", BC_BUDGET["steps"])):
                 if final_score(run_dir, at) is not None:
-                    dst = CARRY / run_dir.relative_to(RUNS)
-                    dst.mkdir(parents=True, exist_ok=True)
                     for f in ("metrics.jsonl", "config.json", "run.json"):
                         if (run_dir / f).exists():
-                            shutil.copyfile(run_dir / f, dst / f)
-            ref = reference_path(name, seed)
-            if ref.exists():
-                (CARRY / ref.relative_to(RUNS)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(ref, CARRY / ref.relative_to(RUNS))
+                            carry(run_dir / f)
+            if reference_path(name, seed).exists():
+                carry(reference_path(name, seed))
 
 
 def run_mopo(name: str, seed: int, epochs: int) -> Path:
-    from mbrlax import runs
     from mbrlax.algorithms import mopo
 
     run_dir = RUNS / "mopo" / f"mopo-{name}-s{seed}"
     total = epochs * BUDGET["epoch_length"]
-    if finished(run_dir, total):
-        return run_dir
-    if (run_dir / "checkpoint.pkl").exists():
-        if runs.load_checkpoint(run_dir)["t"] < total:
-            mopo.train(mopo.Config(resume=str(run_dir), epochs=epochs, progress=False, tensorboard=False))
-    else:
-        mopo.train(mopo.Config(dataset=str(DATA / f"{name}-v0"), seed=seed, run_dir=str(run_dir), progress=False,
-                               tensorboard=False, checkpoint_every=2 * BUDGET["epoch_length"],
-                               **{**BUDGET, "epochs": epochs}))
+    if not finished(run_dir, total):
+        train_or_resume(mopo, run_dir, total,
+                        new=dict(dataset=str(DATA / f"{name}-v0"), seed=seed, progress=False, tensorboard=False,
+                                 checkpoint_every=2 * BUDGET["epoch_length"], **{**BUDGET, "epochs": epochs}),
+                        resume=dict(epochs=epochs, progress=False, tensorboard=False))
     return run_dir
 
 
 def run_bc(name: str, seed: int) -> Path:
-    from mbrlax import runs
     from mbrlax.algorithms import bc
 
     run_dir = RUNS / "mopo" / f"bc-{name}-s{seed}"
-    if finished(run_dir, BC_BUDGET["steps"]):
-        return run_dir
-    if (run_dir / "checkpoint.pkl").exists():
-        bc.train(bc.Config(resume=str(run_dir), progress=False, tensorboard=False))
-    else:
-        bc.train(bc.Config(dataset=str(DATA / f"{name}-v0"), seed=seed, run_dir=str(run_dir), progress=False,
-                           tensorboard=False, **BC_BUDGET))
+    if not finished(run_dir, BC_BUDGET["steps"]):
+        train_or_resume(bc, run_dir, BC_BUDGET["steps"],
+                        new=dict(dataset=str(DATA / f"{name}-v0"), seed=seed, progress=False, tensorboard=False,
+                                 **BC_BUDGET),
+                        resume=dict(progress=False, tensorboard=False))
     return run_dir
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CARRY as CARRY_ROOT, RESULTS, RUNS, machine, restore_carried, write_json  # noqa: E402
+from common import CARRY as CARRY_ROOT, RESULTS, RUNS, carry, machine, restore_carried, write_json  # noqa: E402
 
 from mbrlax.data import offline  # noqa: E402
 
@@ -60,7 +59,7 @@ def main() -> None:
                 offline.make_dataset(env, kind, out=p, root=ROOT, progress=args.progress, sac_steps=args.sac_steps)
                 print(f"{env} {kind}: {time.time() - tic:.0f} s -> {p}", flush=True)
             if not (carried / "data" / "metadata.json").exists():
-                shutil.copytree(p, carried, dirs_exist_ok=True)
+                carry(p)
     # the summary keeps the entries of datasets not on this machine (made elsewhere, not carried)
     old = RESULTS / "offline_datasets.json"
     summary = json.loads(old.read_text())["datasets"] if old.exists() else {}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, eval_curve, machine, train_or_resume, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SBX = HERE / "peers" / ".venvs" / "sbx" / "bin" / "python"
@@ -37,17 +37,13 @@ def run_dir(env: str, which: str, seed: int) -> Path:
 
 
 def run_mbrlax(env: str, seed: int, steps: int, target_entropy: float) -> None:
-    from mbrlax import runs
     from mbrlax.algorithms import mbpo
 
-    d = run_dir(env, "mbrlax", seed)
-    if (d / "checkpoint.pkl").exists():
-        if runs.load_checkpoint(d)["t"] < steps:
-            mbpo.train(mbpo.Config(resume=str(d), steps=steps, progress=False, tensorboard=False))
-        return
     # real_ratio=1: MBPO's loop with no model, i.e. SAC alone (`mbrlax train sac`)
-    mbpo.train(mbpo.Config(env=env, seed=seed, steps=steps, real_ratio=1.0, target_entropy=target_entropy,
-                           run_dir=str(d), progress=False, tensorboard=False, **SETTINGS))
+    train_or_resume(mbpo, run_dir(env, "mbrlax", seed), steps,
+                    new=dict(env=env, seed=seed, steps=steps, real_ratio=1.0, target_entropy=target_entropy,
+                             progress=False, tensorboard=False, **SETTINGS),
+                    resume=dict(steps=steps, progress=False, tensorboard=False))
 
 
 def run_sbx(env: str, seed: int, steps: int) -> None:
