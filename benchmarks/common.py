@@ -82,6 +82,14 @@ def train_or_resume(algo, run_dir: Path, steps: int, new: dict, resume: dict | N
         algo.train(algo.Config(run_dir=str(run_dir), **new))
 
 
+def xla_flops(fn, *args) -> float:
+    """FLOPs of one call of `fn(*args)`, from XLA's cost analysis of the compiled function."""
+    import jax
+
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, machine, write_json, xla_flops  # noqa: E402
 
 PEERS = Path(__file__).resolve().parent / "peers"
 ENVS = {"inv_pendulum": "InvertedPendulum-v5", "halfcheetah": "HalfCheetah-v5"}
@@ -84,13 +84,6 @@ def run_ours(hp: dict, preset: str, window: int, model_epochs: int) -> dict:
             "model_epochs_per_training": epochs, "config": json.loads((Path(cfg.run_dir) / "config.json").read_text())}
 
 
-def _xla_flops(fn, *args) -> float:
-    import jax
-
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
-
-
 def compute_floor(cfg: dict, run_dir: Path, window: int) -> dict:
     """The update's FLOPs per environment step (XLA cost analysis of one SAC update, one model minibatch
     step and one rollout step, times how often our run did each in the window) divided by the matmul
@@ -110,17 +103,17 @@ def compute_floor(cfg: dict, run_dir: Path, window: int) -> dict:
     sac = SAC(o, a, hidden=tuple(cfg["sac_hidden"]))
     sst = sac.init(jax.random.key(0))
     batch = Transition(jnp.zeros((b, o)), jnp.zeros((b, a)), jnp.zeros(b), jnp.zeros((b, o)), jnp.zeros(b))
-    f_sac = _xla_flops(sac.update, sst, batch, jax.random.key(0))
+    f_sac = xla_flops(sac.update, sst, batch, jax.random.key(0))
     model = EnsembleModel(o, a, ensemble_size=cfg["ensemble_size"], num_elites=cfg["num_elites"],
                           hidden=tuple(cfg["model_hidden"]))
     mst = model.init(jax.random.key(0))
     e, mb = cfg["ensemble_size"], cfg["model_batch_size"]
     mbatch = Transition(jnp.zeros((e, mb, o)), jnp.zeros((e, mb, a)), jnp.zeros((e, mb)), jnp.zeros((e, mb, o)),
                         jnp.zeros((e, mb)))
-    f_model = _xla_flops(lambda p: jax.grad(lambda q: model.loss(q, mst.in_norm, mst.out_norm, mbatch)[0])(p),
+    f_model = xla_flops(lambda p: jax.grad(lambda q: model.loss(q, mst.in_norm, mst.out_norm, mbatch)[0])(p),
                          mst.params)
     n = 1024
-    f_roll = _xla_flops(lambda ob, k: model.elite_step(mst, ob, sac.sample_action(sst.actor, ob, k), k)[0],
+    f_roll = xla_flops(lambda ob, k: model.elite_step(mst, ob, sac.sample_action(sst.actor, ob, k), k)[0],
                         jnp.zeros((n, o)), jax.random.key(0)) / n
     rows = read_metrics(run_dir)
     start = cfg["init_steps"]

@@ -4,6 +4,9 @@ Same dataset, same settings for both, run one after the other in this script (th
 benchmarks/peers/setup.sh offlinerl): the paper's MOPO settings (7 members / 5 elites of 200×4, rollout batch
 50,000 every 1000 steps, h=5, λ=1, SAC 256×256 with batch 256 and real ratio 0.05), for `--epochs` epochs of
 1000 gradient steps. mbrlax's numbers come from its run's own timers (time/model, time/rollout, time/policy).
+Beside them, the compute floor of the same run: each phase's FLOPs (XLA cost analysis of one model minibatch, one
+holdout pass, one penalized rollout transition and one SAC update, times how many the run did) divided by the
+matmul rate measured here at the SAC update's GEMM shape, as benchmarks/mbpo_speed.py does for MBPO.
 
     python benchmarks/mopo_speed.py [--dataset PATH] [--epochs 2] [--model-max-epochs 20]
 
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from common import RESULTS, RUNS, machine, write_json, xla_flops  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PEER_PY = HERE / "peers" / ".venvs" / "offlinerl" / "bin" / "python"
@@ -51,6 +54,88 @@ def run_peer(ds, epochs: int, rollout_batch_size: int) -> dict:
     return peer
 
 
+def compute_floor(run_dir: Path) -> dict:
+    """Seconds each phase of the run would take at the machine's matmul rate: FLOPs per operation (XLA cost
+    analysis, the run's own model and SAC) times the number of operations the run did."""
+    import jax
+    import jax.numpy as jnp
+    from sac_speed import gemm_rate
+
+    from mbrlax import runs
+    from mbrlax.algorithms import mopo
+    from mbrlax.models import penalties
+    from mbrlax.types import Transition
+
+    cfg = mopo._config_from_saved(runs.load_config(run_dir))
+    ds = mopo.load_dataset(cfg)
+    cfg = mopo.resolve(cfg, ds)
+    o, a = ds.observations.shape[1], ds.actions.shape[1]
+    model, sac, _ = mopo._components(cfg, o, a)
+    mst, sst = model.init(jax.random.key(0)), sac.init(jax.random.key(1))
+    b, e, mb = cfg.sac_batch_size, cfg.ensemble_size, cfg.model_batch_size
+    batch = Transition(jnp.zeros((b, o)), jnp.zeros((b, a)), jnp.zeros(b), jnp.zeros((b, o)), jnp.zeros(b))
+    f_sac = xla_flops(sac.update, sst, batch, jax.random.key(0))
+
+    def model_batch(n):
+        return Transition(jnp.zeros((e, n, o)), jnp.zeros((e, n, a)), jnp.zeros((e, n)), jnp.zeros((e, n, o)),
+                          jnp.zeros((e, n)))
+
+    f_minibatch = xla_flops(lambda p: jax.grad(lambda q: model.loss(q, mst.in_norm, mst.out_norm, model_batch(mb))[0])(p),
+                            mst.params)
+    f_holdout_row = xla_flops(lambda p: model.loss(p, mst.in_norm, mst.out_norm, model_batch(1024))[0], mst.params) / 1024
+
+    def rollout_step(obs, k):  # what penalized_rollout does per transition, without the buffer write
+        act = sac.sample_action(sst.actor, obs, k)
+        nxt, rew, _, pred = model.sample_step(mst, obs, act, k)
+        return rew - cfg.lam * penalties.from_prediction(cfg.penalty, pred, nxt, rew)
+
+    f_roll = xla_flops(rollout_step, jnp.zeros((1024, o)), jax.random.key(0)) / 1024
+    rows = runs.read_metrics(run_dir)
+    fit = next(r for r in rows if "model/epochs" in r)
+    n_hold = len(ds) - fit["model/n_train"]
+    minibatches = fit["model/epochs"] * max(-(-fit["model/n_train"] // mb), 20)  # fit.py: ≥ 20 minibatches an epoch
+    steps = cfg.epochs * cfg.epoch_length
+    flops = {
+        "model_fit": minibatches * f_minibatch + (fit["model/epochs"] + 1) * n_hold * f_holdout_row,
+        "rollouts": (steps // cfg.rollout_freq) * cfg.rollout_batch_size * cfg.horizon * f_roll,
+        "sac": steps * f_sac,
+    }
+    rate = gemm_rate(256, cfg.sac_hidden[0], cfg.sac_hidden[0]) * 1e9
+    return {"gemm_gflops_at_sac_shape": rate / 1e9, "flops": flops,
+            "floor_seconds": {k: v / rate for k, v in flops.items()},
+            "flops_per_sac_update": f_sac, "flops_per_model_minibatch": f_minibatch,
+            "flops_per_rollout_transition": f_roll, "model_minibatches": minibatches}
+
+
+def plot(result: dict) -> None:
+    """Horizontal stacked bars of the phases: mbrlax, its compute floor and (when it ran) the peer's total."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours, peer = result["mbrlax"], result["offlinerl"]
+    fl = ours["floor"]["floor_seconds"]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    parts = [("model fit", ours["model_fit_seconds"], fl["model_fit"]), ("rollouts", ours["rollout_seconds"], fl["rollouts"]),
+             ("SAC", ours["sac_seconds"], fl["sac"]), ("eval", ours["eval_seconds"], 0.0)]
+    left = [0.0, 0.0]
+    for i, (name, v, f) in enumerate(parts):
+        ax.barh(["compute floor", "mbrlax"], [f, v], left=left, label=name, color=f"C{i}")
+        left = [left[0] + f, left[1] + v]
+    if "total_seconds" in peer:
+        ax.barh(["offlinerl"], [peer["total_seconds"]], color="tab:gray", label="offlinerl (total)")
+    else:
+        fig.text(0.01, 0.01, "offlinerl did not run: " + peer.get("error", "")[:110], fontsize=6.5)
+    ax.set_xlabel("seconds")
+    ax.set_title(f"MOPO, {result['env']}, {ours['gradient_steps']} SAC steps: {ours['gradient_steps_per_second']:.0f} "
+                 f"steps/s, {100 * ours['fraction_of_floor']['model_fit+rollouts+sac']:.0f} % of the floor", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(RESULTS / "mopo_speed.png", dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default=str(RUNS / "datasets" / "mbrlax" / "halfcheetah-medium-replay-v0"))
@@ -58,7 +143,11 @@ def main() -> None:
     ap.add_argument("--rollout-batch-size", type=int, default=50_000)
     ap.add_argument("--model-max-epochs", type=int, default=20)
     ap.add_argument("--peer-only", action="store_true", help="re-run only the peer and update the existing JSON")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the existing JSON")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((RESULTS / "mopo_speed.json").read_text()))
+        return
     if args.peer_only:
         from mbrlax.data import offline
 
@@ -97,6 +186,11 @@ def main() -> None:
         "gradient_steps": steps, "gradient_steps_per_second": steps / last["time/policy"],
         "gradient_steps_per_second_incl_rollouts": steps / (last["time/policy"] + last["time/rollout"]),
     }
+    floor = compute_floor(run_dir)
+    measured = {"model_fit": ours["model_fit_seconds"], "rollouts": ours["rollout_seconds"], "sac": ours["sac_seconds"]}
+    ours["floor"] = floor
+    ours["fraction_of_floor"] = {k: floor["floor_seconds"][k] / v for k, v in measured.items()}
+    ours["fraction_of_floor"]["model_fit+rollouts+sac"] = sum(floor["floor_seconds"].values()) / sum(measured.values())
     print("mbrlax:", json.dumps(ours, indent=1), flush=True)
 
     peer = run_peer(ds, args.epochs, args.rollout_batch_size)
@@ -110,28 +204,7 @@ def main() -> None:
         "note": None if ratio is not None else "no ratio: the peer did not run (see offlinerl.error)",
     }
     write_json("mopo_speed.json", result)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    parts = [("model fit", ours["model_fit_seconds"]), ("rollouts", ours["rollout_seconds"]),
-             ("SAC", ours["sac_seconds"]), ("eval", ours["eval_seconds"])]
-    left = 0.0
-    for name, v in parts:
-        ax.barh(["mbrlax"], [v], left=left, label=name)
-        left += v
-    if "total_seconds" in peer:
-        ax.barh(["offlinerl"], [peer["total_seconds"]], color="tab:gray", label="offlinerl (total)")
-    else:
-        ax.text(0.02, -0.6, "offlinerl: " + peer.get("error", "")[:90], fontsize=7, transform=ax.get_yaxis_transform())
-    ax.set_xlabel("seconds")
-    ax.set_title(f"MOPO wall-clock, {ds.env_id}, {steps} gradient steps ({ours['gradient_steps_per_second']:.0f} steps/s SAC)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "mopo_speed.png", dpi=100)
+    plot(result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=float))
 
 
