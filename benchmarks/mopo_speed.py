@@ -8,7 +8,7 @@ Beside them, the compute floor of the same run: each phase's FLOPs (XLA cost ana
 holdout pass, one penalized rollout transition and one SAC update, times how many the run did) divided by the
 matmul rate measured here at the SAC update's GEMM shape, as benchmarks/mbpo_speed.py does for MBPO.
 
-    python benchmarks/mopo_speed.py [--dataset PATH] [--epochs 2] [--model-max-epochs 20]
+    python benchmarks/mopo_speed.py [--dataset PATH] [--epochs 2] [--model-max-epochs 20] [--rounds 3]
 
 Writes benchmarks/results/mopo_speed.json and mopo_speed.png. If the peer cannot run, its error is recorded
 and no ratio is claimed.
@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--rollout-batch-size", type=int, default=50_000)
     ap.add_argument("--model-max-epochs", type=int, default=20)
     ap.add_argument("--peer-only", action="store_true", help="re-run only the peer and update the existing JSON")
+    ap.add_argument("--rounds", type=int, default=3, help="mbrlax runs; the JSON reports medians over them")
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the existing JSON")
     args = ap.parse_args()
     if args.plot_only:
@@ -171,21 +172,26 @@ def main() -> None:
                     rollout_batch_size=args.rollout_batch_size, model_retain_epochs=5, horizon=5, lam=1.0,
                     real_ratio=0.05, eval_every=1000 * args.epochs, eval_episodes=1,
                     model_max_epochs=args.model_max_epochs, updates_per_call=250)
-    run_dir = RUNS / "mopo_speed" / f"mbrlax-{time.strftime('%Y%m%d-%H%M%S')}"
-    tic = time.perf_counter()
-    mopo.train(mopo.Config(dataset=args.dataset, run_dir=str(run_dir), progress=False, tensorboard=False,
-                           checkpoint_every=1000 * args.epochs, **settings))
-    total = time.perf_counter() - tic
-    rows = runs.read_metrics(run_dir)
-    last = [r for r in rows if "time/policy" in r][-1]
-    fit = [r for r in rows if "model/epochs" in r][0]
     steps = args.epochs * 1000
-    ours = {
-        "total_seconds": total, "model_fit_seconds": last["time/model"], "model_fit_epochs": fit["model/epochs"],
-        "rollout_seconds": last["time/rollout"], "sac_seconds": last["time/policy"], "eval_seconds": last["time/eval"],
-        "gradient_steps": steps, "gradient_steps_per_second": steps / last["time/policy"],
-        "gradient_steps_per_second_incl_rollouts": steps / (last["time/policy"] + last["time/rollout"]),
-    }
+    rounds = []
+    for i in range(args.rounds):  # same seed each round: the same work, so the rounds differ only in timing
+        run_dir = RUNS / "mopo_speed" / f"mbrlax-{time.strftime('%Y%m%d-%H%M%S')}-r{i}"
+        tic = time.perf_counter()
+        mopo.train(mopo.Config(dataset=args.dataset, run_dir=str(run_dir), progress=False, tensorboard=False,
+                               checkpoint_every=1000 * args.epochs, **settings))
+        total = time.perf_counter() - tic
+        rows = runs.read_metrics(run_dir)
+        last = [r for r in rows if "time/policy" in r][-1]
+        rounds.append({"total_seconds": total, "model_fit_seconds": last["time/model"],
+                       "rollout_seconds": last["time/rollout"], "sac_seconds": last["time/policy"],
+                       "eval_seconds": last["time/eval"], "load_avg_1min": os.getloadavg()[0]})
+        print(f"round {i}:", rounds[-1], flush=True)
+    fit = [r for r in runs.read_metrics(run_dir) if "model/epochs" in r][0]
+    ours = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}  # medians over rounds
+    ours.update(model_fit_epochs=fit["model/epochs"], gradient_steps=steps, rounds=rounds,
+                gradient_steps_per_second=steps / ours["sac_seconds"],
+                gradient_steps_per_second_incl_rollouts=steps / (ours["sac_seconds"] + ours["rollout_seconds"]))
+    total = ours["total_seconds"]
     floor = compute_floor(run_dir)
     measured = {"model_fit": ours["model_fit_seconds"], "rollouts": ours["rollout_seconds"], "sac": ours["sac_seconds"]}
     ours["floor"] = floor
