@@ -12,7 +12,7 @@ fair comparison across penalties with different units). The ensemble-mean error 
     python benchmarks/mopo_penalties.py --train PATH --heldout PATH [PATH ...] --name hopper
 
 Committed: `--name hopper` (train hopper-medium-replay; held out: hopper-random, hopper-medium) and the
-default halfcheetah run with `--model-max-epochs 50` (CPU budget).
+default halfcheetah run, both with MOPO's model settings (fit up to 200 epochs).
 
 Writes benchmarks/results/mopo_penalties[_NAME].json and .png.
 """
