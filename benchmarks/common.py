@@ -90,6 +90,32 @@ def xla_flops(fn, *args) -> float:
     return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
 
+def zero_batch(shape: tuple[int, ...], obs_dim: int, act_dim: int):
+    """A Transition of zeros with leading dims `shape` (B, or E×B for per-member model batches): an xla_flops input."""
+    import jax.numpy as jnp
+
+    from mbrlax.types import Transition
+
+    return Transition(jnp.zeros((*shape, obs_dim)), jnp.zeros((*shape, act_dim)), jnp.zeros(shape),
+                      jnp.zeros((*shape, obs_dim)), jnp.zeros(shape))
+
+
+def sac_update_flops(sac, state, obs_dim: int, act_dim: int, batch_size: int) -> float:
+    """FLOPs of one SAC update on a batch of `batch_size`."""
+    import jax
+
+    return xla_flops(sac.update, state, zero_batch((batch_size,), obs_dim, act_dim), jax.random.key(0))
+
+
+def model_minibatch_flops(model, state, obs_dim: int, act_dim: int, batch_size: int) -> float:
+    """FLOPs of one ensemble training minibatch: the loss's forward and backward pass, batch_size rows per member."""
+    import jax
+
+    batch = zero_batch((model.ensemble_size, batch_size), obs_dim, act_dim)
+    return xla_flops(lambda p: jax.grad(lambda q: model.loss(q, state.in_norm, state.out_norm, batch)[0])(p),
+                     state.params)
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

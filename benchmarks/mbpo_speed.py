@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json, xla_flops  # noqa: E402
+from common import RESULTS, RUNS, machine, model_minibatch_flops, sac_update_flops, write_json, xla_flops  # noqa: E402
 
 PEERS = Path(__file__).resolve().parent / "peers"
 ENVS = {"inv_pendulum": "InvertedPendulum-v5", "halfcheetah": "HalfCheetah-v5"}
@@ -96,22 +96,17 @@ def compute_floor(cfg: dict, run_dir: Path, window: int) -> dict:
     from mbrlax.envs.make import make
     from mbrlax.models.ensemble import EnsembleModel
     from mbrlax.runs import read_metrics
-    from mbrlax.types import Transition
 
     _, spec = make(cfg["env"])
     o, a, b = spec.obs_dim, spec.act_dim, cfg["sac_batch_size"]
     sac = SAC(o, a, hidden=tuple(cfg["sac_hidden"]))
     sst = sac.init(jax.random.key(0))
-    batch = Transition(jnp.zeros((b, o)), jnp.zeros((b, a)), jnp.zeros(b), jnp.zeros((b, o)), jnp.zeros(b))
-    f_sac = xla_flops(sac.update, sst, batch, jax.random.key(0))
+    f_sac = sac_update_flops(sac, sst, o, a, b)
     model = EnsembleModel(o, a, ensemble_size=cfg["ensemble_size"], num_elites=cfg["num_elites"],
                           hidden=tuple(cfg["model_hidden"]))
     mst = model.init(jax.random.key(0))
-    e, mb = cfg["ensemble_size"], cfg["model_batch_size"]
-    mbatch = Transition(jnp.zeros((e, mb, o)), jnp.zeros((e, mb, a)), jnp.zeros((e, mb)), jnp.zeros((e, mb, o)),
-                        jnp.zeros((e, mb)))
-    f_model = xla_flops(lambda p: jax.grad(lambda q: model.loss(q, mst.in_norm, mst.out_norm, mbatch)[0])(p),
-                         mst.params)
+    mb = cfg["model_batch_size"]
+    f_model = model_minibatch_flops(model, mst, o, a, mb)
     n = 1024
     f_roll = xla_flops(lambda ob, k: model.elite_step(mst, ob, sac.sample_action(sst.actor, ob, k), k)[0],
                         jnp.zeros((n, o)), jax.random.key(0)) / n

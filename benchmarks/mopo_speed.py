@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, machine, write_json, xla_flops  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS, RUNS, machine, model_minibatch_flops, sac_update_flops, write_json, xla_flops, zero_batch,
+)
 
 HERE = Path(__file__).resolve().parent
 PEER_PY = HERE / "peers" / ".venvs" / "offlinerl" / "bin" / "python"
@@ -64,7 +66,6 @@ def compute_floor(run_dir: Path) -> dict:
     from mbrlax import runs
     from mbrlax.algorithms import mopo
     from mbrlax.models import penalties
-    from mbrlax.types import Transition
 
     cfg = mopo._config_from_saved(runs.load_config(run_dir))
     ds = mopo.load_dataset(cfg)
@@ -72,17 +73,11 @@ def compute_floor(run_dir: Path) -> dict:
     o, a = ds.observations.shape[1], ds.actions.shape[1]
     model, sac, _ = mopo._components(cfg, o, a)
     mst, sst = model.init(jax.random.key(0)), sac.init(jax.random.key(1))
-    b, e, mb = cfg.sac_batch_size, cfg.ensemble_size, cfg.model_batch_size
-    batch = Transition(jnp.zeros((b, o)), jnp.zeros((b, a)), jnp.zeros(b), jnp.zeros((b, o)), jnp.zeros(b))
-    f_sac = xla_flops(sac.update, sst, batch, jax.random.key(0))
-
-    def model_batch(n):
-        return Transition(jnp.zeros((e, n, o)), jnp.zeros((e, n, a)), jnp.zeros((e, n)), jnp.zeros((e, n, o)),
-                          jnp.zeros((e, n)))
-
-    f_minibatch = xla_flops(lambda p: jax.grad(lambda q: model.loss(q, mst.in_norm, mst.out_norm, model_batch(mb))[0])(p),
-                            mst.params)
-    f_holdout_row = xla_flops(lambda p: model.loss(p, mst.in_norm, mst.out_norm, model_batch(1024))[0], mst.params) / 1024
+    mb = cfg.model_batch_size
+    f_sac = sac_update_flops(sac, sst, o, a, cfg.sac_batch_size)
+    f_minibatch = model_minibatch_flops(model, mst, o, a, mb)
+    holdout = zero_batch((cfg.ensemble_size, 1024), o, a)
+    f_holdout_row = xla_flops(lambda p: model.loss(p, mst.in_norm, mst.out_norm, holdout)[0], mst.params) / 1024
 
     def rollout_step(obs, k):  # what penalized_rollout does per transition, without the buffer write
         act = sac.sample_action(sst.actor, obs, k)
