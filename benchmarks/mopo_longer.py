@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, RUNS, carry, machine, restore_carried, train_or_resume, write_json  # noqa: E402
-from mopo_scores import BUDGET, DATA, eval_scores, final_score  # noqa: E402
+from common import RESULTS, RUNS, machine, train_or_resume, write_json  # noqa: E402
+from mopo_scores import BUDGET, DATA, carry_metrics, eval_scores, final_score, finished  # noqa: E402
 
 OUT = RUNS / "mopo_longer"
 
@@ -34,7 +34,7 @@ def extend(name: str, seed: int, epochs: int) -> Path | None:
 
     src, dst = RUNS / "mopo" / f"mopo-{name}-s{seed}", OUT / f"mopo-{name}-s{seed}"
     total = epochs * BUDGET["epoch_length"]
-    if restore_carried(dst, "metrics.jsonl") or final_score(dst, total) is not None:
+    if finished(dst, total):  # here, or carried from an earlier machine
         return dst
     if not (dst / "checkpoint.pkl").exists():
         if not (src / "checkpoint.pkl").exists():
@@ -93,9 +93,7 @@ def main() -> None:
     if args.carry:
         for d in runs.values():
             if d is not None and final_score(d, total) is not None:
-                for f in ("metrics.jsonl", "config.json", "run.json"):
-                    if (d / f).exists():
-                        carry(d / f)
+                carry_metrics(d)
 
 
 if __name__ == "__main__":

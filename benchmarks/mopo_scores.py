@@ -59,6 +59,13 @@ def finished(run_dir: Path, at: int) -> bool:
     return final_score(run_dir, at) is not None
 
 
+def carry_metrics(run_dir: Path) -> None:
+    """Copy a finished run's metrics and config (not its checkpoints) to benchmarks/carry."""
+    for f in ("metrics.jsonl", "config.json", "run.json"):
+        if (run_dir / f).exists():
+            carry(run_dir / f)
+
+
 def carry_finished(names: list[str], seeds: list[int], epochs: int) -> None:
     """Copy the metrics (not the checkpoints) of every finished run, and the IQL results, to benchmarks/carry."""
     for name in names:
@@ -66,9 +73,7 @@ def carry_finished(names: list[str], seeds: list[int], epochs: int) -> None:
             for run_dir, at in ((RUNS / "mopo" / f"mopo-{name}-s{seed}", epochs * BUDGET["epoch_length"]),
                                 (RUNS / "mopo" / f"bc-{name}-s{seed}", BC_BUDGET["steps"])):
                 if final_score(run_dir, at) is not None:
-                    for f in ("metrics.jsonl", "config.json", "run.json"):
-                        if (run_dir / f).exists():
-                            carry(run_dir / f)
+                    carry_metrics(run_dir)
             if reference_path(name, seed).exists():
                 carry(reference_path(name, seed))
 
