@@ -6,6 +6,7 @@
     mbrlax plot runs/<run> [runs/<other> ...] [--out F.png]      learning curves on one figure
     mbrlax dataset make --env ID --kind KIND | info PATH         offline datasets (Minari format), made locally
     mbrlax diagnose gradients [--system lq|pendulum | --run R]   pathwise vs likelihood-ratio gradients, Jacobians
+    mbrlax checkpoint convert runs/<run>                         turn an old pickle checkpoint into the safe format
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tyro
 
 from mbrlax.algorithms import registry
 from mbrlax.envs.make import EnvError
-from mbrlax.runs import CheckpointError
+from mbrlax.runs import CheckpointError, NonFiniteError, RunDirError
 
 
 @dataclass
@@ -49,8 +50,16 @@ def _train(argv: list[str]) -> int:
     module, overrides = registry.get(argv[0])
     default = dataclasses.replace(module.Config(), **overrides)
     cfg = tyro.cli(module.Config, args=argv[1:], default=default, prog=f"mbrlax train {argv[0]}")
-    cfg = dataclasses.replace(cfg, **overrides)
-    result = module.train(cfg)
+    for name, fixed in overrides.items():  # e.g. `sac` is MBPO with real_ratio=1: another value is no `sac`
+        if getattr(cfg, name) != fixed:
+            raise ValueError(f"`mbrlax train {argv[0]}` fixes {name}={fixed!r}, so --{name.replace('_', '-')} "
+                             f"{getattr(cfg, name)!r} cannot apply; use `mbrlax train {registry.base_name(argv[0])}` "
+                             f"to set it")
+    try:
+        result = module.train(cfg)
+    except KeyboardInterrupt:
+        print("mbrlax: interrupted; continue from the last checkpoint with `--resume <run dir>`", file=sys.stderr)
+        return 130
     print(f"final evaluation return {result.final_return_mean:.1f} ± {result.final_return_std:.1f} "
           f"after {result.steps} steps; run directory {result.run_dir}")
     return 0
@@ -96,7 +105,19 @@ def _diagnose(argv: list[str]) -> int:
     return diagnose_command(argv)
 
 
-COMMANDS = {"train": _train, "eval": _eval, "plot": _plot, "dataset": _dataset, "diagnose": _diagnose}
+def _checkpoint(argv: list[str]) -> int:
+    from mbrlax import checkpoint
+    from mbrlax.runs import run_algorithm
+
+    if len(argv) != 2 or argv[0] != "convert":
+        print("usage: mbrlax checkpoint convert RUN_DIR   (unpickles RUN_DIR/checkpoint.pkl: only for runs you trust)")
+        return 2
+    module, _ = registry.get(run_algorithm(argv[1]))
+    print(checkpoint.convert_legacy(argv[1], upgrade=getattr(module, "upgrade_legacy", None)))
+    return 0
+
+
+COMMANDS = {"checkpoint": _checkpoint, "train": _train, "eval": _eval, "plot": _plot, "dataset": _dataset, "diagnose": _diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (EnvError, CheckpointError, KeyError, ValueError, FileNotFoundError) as e:
+    except (EnvError, CheckpointError, RunDirError, NonFiniteError, KeyError, ValueError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"mbrlax: error: {msg}", file=sys.stderr)
         return 2

@@ -143,5 +143,24 @@ class SAC:
     def update_many(self, state: SACState, batches: Transition, key: jax.Array) -> tuple[SACState, dict]:
         """G updates on batches with a leading G axis (G×B×…), fused in one `lax.scan`."""
         keys = jax.random.split(key, batches.obs.shape[0])
-        state, infos = jax.lax.scan(lambda s, xs: self.update(s, *xs), state, (batches, keys))
+        state, infos = jax.lax.scan(lambda s, xs: guarded(self.update)(s, *xs), state, (batches, keys))
         return state, jax.tree.map(jnp.mean, infos)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every floating-point leaf of `tree` is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.asarray(True)
+
+
+def guarded(update: Any) -> Any:
+    """`update(state, *args) -> (state, info)` that rejects a step whose new state or info is not finite: the
+    old state is kept and info["guard/rejected"] is 1 (0 otherwise; its mean over a scan is the fraction)."""
+
+    def step(state: Any, *args: Any) -> tuple[Any, dict]:
+        new, info = update(state, *args)
+        ok = all_finite(new) & all_finite(info)
+        new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        return new, {**info, "guard/rejected": 1.0 - ok.astype(jnp.float32)}
+
+    return step

@@ -29,9 +29,7 @@ the evaluation averages `eval_episodes` deterministic episodes instead of one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,9 +40,20 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from mbrlax import runs
+from mbrlax import checkpoint, runs
 from mbrlax.agents.sac import SAC, SACState
-from mbrlax.algorithms.common import Result, fill_preset
+from mbrlax.algorithms.common import (
+    ModelOptions,
+    Result,
+    RunOptions,
+    SACOptions,
+    fill_preset,
+    fit_kwargs,
+    fit_or_keep,
+    make_ensemble,
+    make_sac,
+    termination,
+)
 from mbrlax.data.replay import (
     DeviceBuffer,
     ReplayBuffer,
@@ -54,11 +63,8 @@ from mbrlax.data.replay import (
     device_buffer_sample,
     device_buffer_set_limit,
 )
-from mbrlax.envs import known_fns
-from mbrlax.envs.make import get_env_state, make, set_env_state
-from mbrlax.evaluation import evaluate
+from mbrlax.envs.make import make
 from mbrlax.models.ensemble import EnsembleModel
-from mbrlax.models.fit import ModelDivergedError, fit
 from mbrlax.rollout import branched_rollout
 from mbrlax.types import Transition
 
@@ -120,8 +126,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# `mbrlax train sac` is this loop with real_ratio=1 (no model); it takes SAC's usual settings, not MBPO's:
+# one update per step (Haarnoja et al. 2018), 10,000 random steps on MuJoCo (rl-baselines3-zoo), the
+# entropy target -dim(A).
+SAC_DEFAULTS: dict[str, Any] = dict(
+    DEFAULTS, steps=1_000_000, init_steps=10_000, updates_per_step=1, eval_every=5000, eval_episodes=3,
+    target_entropy=None,
+)
+SAC_PRESETS: dict[str, dict[str, Any]] = {
+    # rl-baselines3-zoo's SAC on Pendulum-v1: 20,000 steps
+    "Pendulum-v1": dict(steps=20_000, init_steps=1000, eval_every=1000, eval_episodes=5),
+    "InvertedPendulum-v5": dict(steps=50_000, init_steps=1000, eval_every=2500),
+}
+
+
 @dataclass
-class Config:
+class Config(SACOptions, ModelOptions, RunOptions):
     """MBPO. Fields left as None take the preset value of the environment (see PRESETS), else DEFAULTS."""
 
     env: str = "Pendulum-v1"
@@ -146,65 +166,26 @@ class Config:
     """G: SAC gradient updates per environment step."""
     real_ratio: float | None = None
     """Fraction of each SAC batch drawn from real data (0: model data only); 1.0 turns MBPO into SAC alone."""
-    target_entropy: float | None = None
-    """SAC's entropy target; None gives -dim(A)."""
-    model_hidden: tuple[int, ...] | None = None
-    """Hidden layer widths of each ensemble member."""
     eval_every: int | None = None
     """Evaluate the deterministic policy every this many environment steps."""
     eval_episodes: int | None = None
     """Episodes per evaluation."""
     env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
     """Keyword arguments for gymnasium.make (e.g. a truncated observation); Python API and presets only."""
-    ensemble_size: int = 7
-    """Ensemble members (paper: 7)."""
-    num_elites: int = 5
-    """Members used for rollouts, by holdout error (paper: 5)."""
-    model_lr: float = 1e-3
-    """Adam learning rate of the model (paper: 1e-3)."""
-    model_batch_size: int = 256
-    """Minibatch size of model training, per member."""
-    holdout_ratio: float = 0.2
-    """Fraction of D_env held out to measure each member's error (early stopping, elites)."""
-    max_holdout: int = 5000
-    """Cap on the holdout set size (paper: 5000)."""
-    model_patience: int = 5
-    """Stop fitting after this many epochs without a 1 % holdout improvement."""
-    model_max_epochs: int | None = None
-    """Cap on model-training epochs per refit."""
-    model_min_epoch_steps: int = 20
-    """An epoch of model training is one pass over D_env but at least this many minibatches (small data)."""
-    learn_termination: bool | None = None
-    """Learn a termination head; None: only when mbrlax knows no termination function for the env."""
-    sac_hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of SAC's actor and each critic."""
-    sac_lr: float = 3e-4
-    """Adam learning rate of actor, critics and temperature."""
-    sac_batch_size: int = 256
-    """SAC minibatch size (real and model rows together)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    tau: float = 0.005
-    """Polyak rate of the target critics."""
     replay_size: int = 1_000_000
     """Capacity of D_env."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory (created if needed) instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
-    checkpoint_every: int | None = None
-    """Checkpoint every this many steps; None: every epoch."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files (metrics.jsonl is always written)."""
+
+
+def algorithm_name(cfg: Config) -> str:
+    return "sac" if cfg.real_ratio == 1.0 else "mbpo"
 
 
 def resolve(cfg: Config) -> Config:
-    """Fill every None from the env's preset, then DEFAULTS; validate ranges."""
-    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
+    """Fill every None from the env's preset, then DEFAULTS (SAC's own for `sac`); validate ranges."""
+    if algorithm_name(cfg) == "sac":
+        cfg = fill_preset(cfg, SAC_PRESETS.get(cfg.env, {}), SAC_DEFAULTS)
+    else:
+        cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.checkpoint_every is None:
         cfg = dataclasses.replace(cfg, checkpoint_every=cfg.epoch_length)
     if not 0.0 <= cfg.real_ratio <= 1.0:
@@ -255,17 +236,8 @@ def act(sac: SAC, actor_params: Any, obs: jax.Array, key: jax.Array) -> tuple[ja
 
 
 def _components(cfg: Config, obs_dim: int, act_dim: int):
-    term_fn = known_fns.termination_fn(cfg.env)
-    learn_term = cfg.learn_termination if cfg.learn_termination is not None else term_fn is None
-    model = EnsembleModel(
-        obs_dim, act_dim, ensemble_size=cfg.ensemble_size, num_elites=cfg.num_elites,
-        hidden=cfg.model_hidden, learn_termination=learn_term, lr=cfg.model_lr,
-    )
-    sac = SAC(
-        obs_dim, act_dim, hidden=cfg.sac_hidden, lr=cfg.sac_lr, gamma=cfg.gamma, tau=cfg.tau,
-        target_entropy=cfg.target_entropy,
-    )
-    return model, sac, (None if learn_term else term_fn)
+    learn_term, term_fn = termination(cfg)
+    return make_ensemble(cfg, obs_dim, act_dim, learn_term), make_sac(cfg, obs_dim, act_dim), term_fn
 
 
 def _fresh_state(cfg: Config, model: EnsembleModel, sac: SAC, obs_dim: int, act_dim: int) -> dict:
@@ -286,29 +258,34 @@ def _fresh_state(cfg: Config, model: EnsembleModel, sac: SAC, obs_dim: int, act_
         fake=device_buffer(model_buffer_size(cfg, max_k) if use_model else 1, obs_dim, act_dim,
                            limit=model_buffer_size(cfg, k0) if use_model else 1),
         k=k0,
-        episode=dict(ret=0.0, len=0, count=0),
-        obs=None,
-        env_state=None,
+        env=None,
     )
 
 
-def _checkpoint_payload(st: dict, cfg: Config) -> dict:
-    host = runs.to_host
-    return dict(
-        config=dataclasses.asdict(cfg),
-        t=st["t"],
-        key=np.asarray(jax.random.key_data(st["key"])),
-        np_rng=st["np_rng"].bit_generator.state,
-        sac=host(st["sac"]),
-        model=host(st["model"]),
-        model_fitted=st["model_fitted"],
-        real=st["real"].state_dict(),
-        fake=device_buffer_to_host(st["fake"]),
-        k=st["k"],
-        episode=dict(st["episode"]),
-        obs=st["obs"],
-        env_state=st["env_state"],
-    )
+def _checkpoint_state(st: dict, loop: runs.EnvLoop) -> dict:
+    return dict(st, real=st["real"].state_dict(), fake=device_buffer_to_host(st["fake"]), env=loop.state_dict())
+
+
+def _restore(saved: dict, fresh: dict) -> dict:
+    st = dict(fresh, t=int(saved["t"]), key=saved["key"], np_rng=saved["np_rng"], k=int(saved["k"]),
+              model_fitted=bool(saved["model_fitted"]), env=saved["env"])
+    st["sac"] = runs.check_like("sac", saved["sac"], fresh["sac"])
+    st["model"] = runs.check_like("model", saved["model"], fresh["model"])
+    try:
+        st["fake"] = device_buffer_from_host(saved["fake"], fresh["fake"])
+        st["real"].load_state_dict(saved["real"])
+    except (ValueError, KeyError) as e:
+        raise runs.CheckpointError(f"checkpoint buffers do not match this run: {e}") from e
+    return st
+
+
+def upgrade_legacy(old: dict) -> dict:
+    """A format-1 (pickle) checkpoint's state in today's layout (`mbrlax checkpoint convert`)."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = old["np_rng"]
+    env = dict(old["episode"], obs=old["obs"], env_state=old["env_state"])
+    rest = {k: v for k, v in old.items() if k not in ("config", "episode", "obs", "env_state")}
+    return dict(rest, key=jax.random.wrap_key_data(np.asarray(old["key"])), np_rng=rng, env=env)
 
 
 def slim_checkpoint(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -316,94 +293,44 @@ def slim_checkpoint(run_dir: str | Path, out_dir: str | Path) -> Path:
     bytes, and regenerated from D_env by the model). Resuming from it refills D_model with one rollout batch, so
     it continues closely but not exactly as the full checkpoint would. For carrying long runs between machines."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    payload = runs.load_checkpoint(run_dir)
-    fake = payload["fake"]
-    payload["fake"] = dict(fake, data={k: v[:0] for k, v in fake["data"].items()}, ptr=0)
+    payload = checkpoint.load(run_dir)
+    fake = payload["state"]["fake"]
+    payload["state"]["fake"] = dict(fake, data={k: v[:0] for k, v in fake["data"].items()}, ptr=0)
+    shutil.rmtree(out_dir / checkpoint.DIR, ignore_errors=True)  # a carried copy needs only the latest
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "metrics.jsonl", "run.json"):
         if (run_dir / name).exists():
             shutil.copyfile(run_dir / name, out_dir / name)
-    payload.pop("format", None)
-    path = runs.save_checkpoint(out_dir, payload)
-    (out_dir / "checkpoint.prev.pkl").unlink(missing_ok=True)  # a carried copy needs only the latest
-    return path
-
-
-def _restore(payload: dict, fresh: dict, cfg: Config) -> dict:
-    saved = payload["config"]
-    for name in ("env", "ensemble_size", "sac_hidden", "model_hidden", "seed"):
-        mine, theirs = getattr(cfg, name), saved.get(name)
-        if _plain(mine) != _plain(theirs):
-            raise runs.CheckpointError(
-                f"checkpoint was made with {name}={theirs!r} but this run has {name}={mine!r}; resume with the "
-                f"run's own config (`--resume` alone reads it from config.json)."
-            )
-    st = dict(fresh)
-    st["t"] = int(payload["t"])
-    st["key"] = jax.random.wrap_key_data(jnp.asarray(payload["key"]))
-    st["np_rng"].bit_generator.state = payload["np_rng"]
-    st["sac"] = runs.check_like("sac", payload["sac"], fresh["sac"])
-    st["model"] = runs.check_like("model", payload["model"], fresh["model"])
-    try:
-        st["fake"] = device_buffer_from_host(payload["fake"], fresh["fake"])
-        st["real"].load_state_dict(payload["real"])
-    except (ValueError, KeyError) as e:
-        raise runs.CheckpointError(f"checkpoint buffers do not match this run: {e}") from e
-    for name in ("model_fitted", "k", "episode", "obs", "env_state"):
-        st[name] = payload[name]
-    return st
+    return checkpoint.save(out_dir, payload["run"]["step"], payload, keep=1)
 
 
 def train(cfg: Config) -> Result:
     """Train MBPO (or SAC alone with real_ratio=1); returns the final evaluation and the run directory."""
-    if cfg.resume is not None:
-        saved = runs.load_config(cfg.resume)
-        # The run's own config, except what a resume may change: how far to go and how to show it.
-        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
-        if cfg.steps is not None:
-            keep["steps"] = cfg.steps
-        saved.update(run_dir=cfg.resume, resume=cfg.resume, **keep)
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    cfg = resolve(cfg)
-
+    name = algorithm_name(cfg)
+    cfg = resolve(runs.prepare(cfg, name, may_change=("steps",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     eval_env, _ = make(cfg.env, **cfg.env_kwargs)
     model, sac, term_fn = _components(cfg, spec.obs_dim, spec.act_dim)
-    st = _fresh_state(cfg, model, sac, spec.obs_dim, spec.act_dim)
-
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        st = _restore(runs.load_checkpoint(run_dir), st, cfg)
-    else:
-        name = f"{'sac' if cfg.real_ratio >= 1.0 else 'mbpo'}-{cfg.env}-s{cfg.seed}"
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg, algorithm="sac" if cfg.real_ratio >= 1.0 else "mbpo")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(st["t"])  # rows after the checkpoint are re-done by this run
-
     use_model = cfg.real_ratio < 1.0
-    if use_model and st["model_fitted"] and int(st["fake"].size) == 0:
-        # resumed from a slim checkpoint (`slim_checkpoint`: no model buffer): refill it with one rollout batch
-        # of the current length from the current model and policy before any policy update samples from it
-        st["key"], k_roll = jax.random.split(st["key"])
-        start = st["real"].sample(st["np_rng"], cfg.rollout_batch_size).obs
-        st["fake"], _ = branched_rollout(model, st["model"], sac.sample_action, st["sac"].actor, jnp.asarray(start),
-                                         st["k"], st["fake"], k_roll, term_fn)
-    if st["obs"] is None or st["env_state"] is None:
-        st["obs"], _ = env.reset(seed=cfg.seed + st["episode"]["count"])
-    else:  # continue the interrupted episode exactly where it was
-        env.reset(seed=cfg.seed)
-        set_env_state(env, st["env_state"])
     n_real = cfg.sac_batch_size if not use_model else int(round(cfg.sac_batch_size * cfg.real_ratio))
     mean_act = jax.jit(sac.mean_action)
-    bar = runs.ProgressBar(cfg.steps, f"{'mbpo' if use_model else 'sac'} {cfg.env}", cfg.progress, st["t"])
-    evals = [(r["step"], r["eval/return_mean"]) for r in runs.read_metrics(run_dir) if "eval/return_mean" in r] \
-        if (run_dir / "metrics.jsonl").exists() else []
-    timer = dict(env=0.0, model=0.0, rollout=0.0, policy=0.0)
-    last_info: dict[str, Any] = {}
 
-    try:
+    def policy(o: np.ndarray) -> np.ndarray:
+        return np.asarray(mean_act(st["sac"].actor, jnp.asarray(o[None], jnp.float32)))[0]
+
+    with runs.Run(cfg, name, f"{name}-{cfg.env}-s{cfg.seed}", cfg.steps) as run, env, eval_env:
+        st = _fresh_state(cfg, model, sac, spec.obs_dim, spec.act_dim)
+        if run.resumed:
+            st = _restore(run.resumed, st)
+        loop = runs.EnvLoop(env, cfg.seed, st["env"])
+        if use_model and st["model_fitted"] and int(st["fake"].size) == 0:
+            # resumed from a slim checkpoint (no model buffer): refill it with one rollout batch of the current
+            # length from the current model and policy before any policy update samples from it
+            st["key"], k_roll = jax.random.split(st["key"])
+            start = st["real"].sample(st["np_rng"], cfg.rollout_batch_size).obs
+            st["fake"], _ = branched_rollout(model, st["model"], sac.sample_action, st["sac"].actor,
+                                             jnp.asarray(start), st["k"], st["fake"], k_roll, term_fn)
+
         while st["t"] < cfg.steps:
             t = st["t"]
             learning = t >= cfg.init_steps
@@ -411,123 +338,65 @@ def train(cfg: Config) -> Result:
 
             if learning and use_model and since % cfg.model_train_freq == 0:
                 # 2. fit the model on all of D_env (maximum likelihood, holdout early stopping, elites)
-                logger.log(t, {f"time/{k_}": v for k_, v in timer.items()})
-                tic = time.perf_counter()
                 st["key"], k_fit, k_roll = jax.random.split(st["key"], 3)
-                try:
-                    st["model"], info = fit(
-                        model, st["model"], st["real"].all(), k_fit, holdout_ratio=cfg.holdout_ratio,
-                        max_holdout=cfg.max_holdout, batch_size=cfg.model_batch_size,
-                        max_epochs=cfg.model_max_epochs, patience=cfg.model_patience,
-                        min_epoch_steps=cfg.model_min_epoch_steps,
-                    )
-                    st["model_fitted"] = True
-                    logger.log(t, info)
-                    last_info["mse"] = info["model/holdout_mse"]
-                except ModelDivergedError as e:
-                    if not st["model_fitted"]:
-                        raise RuntimeError(f"the first model fit diverged ({e}); lower model_lr") from e
-                    msg = f"model fit at step {t} diverged ({e}); kept the last good model"
-                    logger.log(t, {"model/diverged": 1.0})
-                    _warn(msg)
-                timer["model"] += time.perf_counter() - tic
+                st["model"], st["model_fitted"], info = fit_or_keep(
+                    run, t, model, st["model"], st["real"].all(), k_fit, st["model_fitted"], **fit_kwargs(cfg))
+                if info:
+                    run.progress(t, mse=f"model mse {info['model/holdout_mse']:.3g}")
                 # 3. branched rollouts of length k from states sampled uniformly from D_env
-                tic = time.perf_counter()
-                k = rollout_length(cfg.rollout_schedule, since // cfg.epoch_length)
-                if k != st["k"]:
-                    st["fake"] = device_buffer_set_limit(st["fake"], model_buffer_size(cfg, k))
-                    st["k"] = k
-                start = st["real"].sample(st["np_rng"], cfg.rollout_batch_size).obs
-                st["fake"], rinfo = branched_rollout(
-                    model, st["model"], sac.sample_action, st["sac"].actor, jnp.asarray(start), k,
-                    st["fake"], k_roll, term_fn,
-                )
-                rinfo = {k_: float(v) for k_, v in rinfo.items()}
-                logger.log(t, {**rinfo, "rollout/length": k, "rollout/buffer_size": int(st["fake"].size)})
-                timer["rollout"] += time.perf_counter() - tic
+                with run.timer("rollout"):
+                    k = rollout_length(cfg.rollout_schedule, since // cfg.epoch_length)
+                    if k != st["k"]:
+                        st["fake"] = device_buffer_set_limit(st["fake"], model_buffer_size(cfg, k))
+                        st["k"] = k
+                    start = st["real"].sample(st["np_rng"], cfg.rollout_batch_size).obs
+                    st["fake"], rinfo = branched_rollout(
+                        model, st["model"], sac.sample_action, st["sac"].actor, jnp.asarray(start), k,
+                        st["fake"], k_roll, term_fn,
+                    )
+                    rinfo = {k_: float(v) for k_, v in rinfo.items()}
+                run.log(t, {**rinfo, "rollout/length": k, "rollout/buffer_size": int(st["fake"].size)})
+                run.progress(t, k=f"k={k}")
 
             # 1. act in the real environment (uniformly random during the initial exploration)
-            tic = time.perf_counter()
-            if learning:
-                action, st["key"] = act(sac, st["sac"].actor, jnp.asarray(st["obs"], jnp.float32), st["key"])
-                action = np.asarray(action)
-            else:
-                action = st["np_rng"].uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            st["real"].add(st["obs"], action, reward, next_obs, float(terminated))
-            ep = st["episode"]
-            ep["ret"] += float(reward)
-            ep["len"] += 1
-            if terminated or truncated:
-                logger.log(t + 1, {"train/episode_return": ep["ret"], "train/episode_length": ep["len"]})
-                ep.update(ret=0.0, len=0, count=ep["count"] + 1)
-                next_obs, _ = env.reset(seed=cfg.seed + ep["count"])
-            st["obs"] = next_obs
-            timer["env"] += time.perf_counter() - tic
+            with run.timer("env"):
+                if learning:
+                    action, st["key"] = act(sac, st["sac"].actor, jnp.asarray(loop.obs, jnp.float32), st["key"])
+                    action = np.asarray(action)
+                else:
+                    action = st["np_rng"].uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
+                transition, done = loop.step(action, t)
+                st["real"].add(*transition)
+            if done:
+                run.log(t + 1, done)
 
             # 4. G policy updates on batches mixing D_env (real_ratio) and D_model
             if learning:
-                tic = time.perf_counter()
-                real = st["real"].sample(st["np_rng"], (cfg.updates_per_step, n_real))
-                n_model = cfg.sac_batch_size - n_real if use_model else 0
-                st["sac"], sinfo, st["key"] = policy_updates(sac, st["sac"], real, st["fake"], st["key"], n_model)
-                jax.block_until_ready(st["sac"])  # so that the timers attribute this time to the policy
-                timer["policy"] += time.perf_counter() - tic
+                with run.timer("policy"):
+                    real = st["real"].sample(st["np_rng"], (cfg.updates_per_step, n_real))
+                    n_model = cfg.sac_batch_size - n_real if use_model else 0
+                    st["sac"], sinfo, st["key"] = policy_updates(sac, st["sac"], real, st["fake"], st["key"], n_model)
+                    jax.block_until_ready(st["sac"])  # so that the timers attribute this time to the policy
+                run.rejected(t, float(sinfo["guard/rejected"]))
             st["t"] = t = t + 1
 
-            if t % cfg.eval_every == 0 or t == cfg.steps:
-                mean, std, _ = evaluate(
-                    eval_env, lambda o: np.asarray(mean_act(st["sac"].actor, jnp.asarray(o[None])))[0],
-                    cfg.eval_episodes, seed=10_000 + cfg.seed,
-                )
-                evals.append((t, mean))
-                row = {"eval/return_mean": mean, "eval/return_std": std, **{f"time/{k_}": v for k_, v in timer.items()}}
-                if learning:
-                    row.update({k_: float(v) for k_, v in sinfo.items()})
-                logger.log(t, row)
-                runs.plot_runs([run_dir], run_dir / "curve.png", title=f"{run_dir.name}")
-                last_info["ret"] = mean
-            if t % cfg.checkpoint_every == 0 or t == cfg.steps:
-                st["env_state"] = get_env_state(env)
-                runs.save_checkpoint(run_dir, _checkpoint_payload(st, cfg))
+            if run.due(t, cfg.eval_every, cfg.steps):
+                run.evaluate(t, eval_env, policy, cfg.eval_episodes, seed=10_000 + cfg.seed,
+                             extra={k_: float(v) for k_, v in sinfo.items()} if learning else None)
+            if run.due(t, cfg.checkpoint_every, cfg.steps):
+                run.save(t, _checkpoint_state(st, loop))
             if t % 50 == 0 or t == cfg.steps:
-                status = "  ".join(
-                    s for s in (
-                        f"eval {last_info['ret']:.1f}" if "ret" in last_info else "",
-                        f"model mse {last_info['mse']:.3g}" if "mse" in last_info else "",
-                        f"k={st['k']}" if use_model and learning else "",
-                    ) if s
-                )
-                bar.update(t, status)
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-        eval_env.close()
-
-    final = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r][-1]
-    return Result(run_dir, st["t"], final["eval/return_mean"], final["eval/return_std"], evals)
-
-
-def _plain(x: Any) -> Any:
-    """Tuples and lists compare equal after this (configs round-trip through JSON)."""
-    return json.loads(json.dumps(x, default=list))
-
-
-def _warn(msg: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] {msg}")
+                run.progress(t)
+        return run.result()
 
 
 def load_policy(run_dir: str | Path):
     """The deterministic policy of a run's last checkpoint, as `act(obs) -> action`, plus the config."""
-    saved = runs.load_config(run_dir)
-    cfg = resolve(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}))
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     env.close()
     _, sac, _ = _components(cfg, spec.obs_dim, spec.act_dim)
-    payload = runs.load_checkpoint(run_dir)
-    sac_state = runs.check_like("sac", payload["sac"], sac.init(jax.random.key(0)))
+    saved = runs.load_checkpoint(run_dir)
+    sac_state = runs.check_like("sac", saved["sac"], sac.init(jax.random.key(0)))
     mean_act = jax.jit(sac.mean_action)
-    return (lambda o: np.asarray(mean_act(sac_state.actor, jnp.asarray(o[None])))[0]), cfg
+    return (lambda o: np.asarray(mean_act(sac_state.actor, jnp.asarray(o[None], jnp.float32)))[0]), cfg

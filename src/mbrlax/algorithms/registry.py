@@ -23,3 +23,9 @@ def get(name: str) -> tuple[ModuleType, dict]:
         raise KeyError(f"unknown algorithm '{name}'; available: {', '.join(sorted(ALGORITHMS))}")
     module, overrides = ALGORITHMS[name]
     return importlib.import_module(module), overrides
+
+
+def base_name(name: str) -> str:
+    """The name of the same module without fixed overrides ('sac' -> 'mbpo')."""
+    module = ALGORITHMS[name][0]
+    return next(n for n, (m, o) in ALGORITHMS.items() if m == module and not o)

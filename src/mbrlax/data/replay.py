@@ -67,8 +67,10 @@ class ReplayBuffer:
         return Transition(*(x[order] for x in self.data))
 
     def state_dict(self) -> dict:
-        """The valid transitions, oldest first (a checkpoint's size follows the data, not the capacity)."""
-        return {"data": self.all()._asdict(), "capacity": self.capacity}
+        """The filled slots in storage order with the write pointer: a checkpoint's size follows the data, not
+        the capacity, and a restored buffer samples exactly as this one (also after it has wrapped)."""
+        return {"data": {k: v[: self.size] for k, v in self.data._asdict().items()}, "capacity": self.capacity,
+                "ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, d: dict) -> None:
         for name, arr in d["data"].items():
@@ -77,8 +79,19 @@ class ReplayBuffer:
                 raise ValueError(
                     f"replay buffer field '{name}' has rows of shape {np.shape(arr)[1:]}, expected {mine.shape[1:]}"
                 )
-        self.ptr, self.size = 0, 0
-        self.add(**d["data"])
+        n = len(d["data"]["reward"])
+        if n > self.capacity:
+            raise ValueError(f"saved replay buffer holds {n} transitions but capacity is {self.capacity}")
+        if "ptr" not in d:  # format-1 checkpoints stored the transitions oldest first
+            self.ptr, self.size = 0, 0
+            self.add(**d["data"])
+            return
+        if int(d["capacity"]) != self.capacity:
+            raise ValueError(f"saved replay buffer has capacity {d['capacity']}, this run {self.capacity} "
+                             f"(replay_size must not change on a resume)")
+        for name, arr in d["data"].items():
+            getattr(self.data, name)[:n] = arr
+        self.ptr, self.size = int(d["ptr"]), int(d["size"])
 
 
 class DeviceBuffer(NamedTuple):

@@ -37,7 +37,12 @@ def make(env_id: str, **kwargs: Any) -> tuple[gym.Env, EnvSpec]:
             f"unknown environment id '{env_id}'.{hint} Any registered Gymnasium id works "
             f"(MuJoCo tasks need gymnasium[mujoco]; see `gymnasium.pprint_registry()`)."
         )
-    env = gym.make(env_id, **kwargs)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:  # e.g. Box2D for LunarLander: one line, not a traceback
+        raise EnvError(f"'{env_id}' needs a package that is not installed: {e}") from None
+    except TypeError as e:  # a keyword the env does not take
+        raise EnvError(f"'{env_id}' does not accept the keyword arguments {kwargs}: {e}") from None
     act_space, obs_space = env.action_space, env.observation_space
     if not isinstance(act_space, gym.spaces.Box):
         env.close()

@@ -103,6 +103,11 @@ def fit(
     n = len(data.obs)
     if n < 2:
         raise ValueError(f"need at least 2 transitions to fit the model, got {n}")
+    for name, x in data._asdict().items():  # a NaN here would surface as a 'diverged' fit blaming the lr
+        bad = ~np.isfinite(x).reshape(n, -1).all(-1)
+        if bad.any():
+            raise ValueError(f"the model's training data has non-finite {name} in {int(bad.sum())} of {n} "
+                             f"transitions (first at row {int(np.argmax(bad))}); fix the data or the environment")
     n_hold = min(max(int(n * holdout_ratio), 1), max_holdout, n - 1)
     perm = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()).permutation(n)
     hold = Transition(*(x[perm[:n_hold]] for x in data))
