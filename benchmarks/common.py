@@ -73,9 +73,9 @@ def carry(path: Path) -> Path:
 def train_or_resume(algo, run_dir: Path, steps: int, new: dict, resume: dict | None = None) -> None:
     """Train `algo` (an mbrlax.algorithms module) into run_dir with Config(**new), or, when run_dir holds a checkpoint
     short of `steps`, continue it with Config(resume=run_dir, **resume). A checkpoint at `steps` is left alone."""
-    from mbrlax import runs
+    from mbrlax import checkpoint, runs
 
-    if (run_dir / "checkpoint.pkl").exists():
+    if checkpoint.exists(run_dir):
         if runs.load_checkpoint(run_dir)["t"] < steps:
             algo.train(algo.Config(resume=str(run_dir), **(resume or {})))
     else:

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 
 RADII = (0.8, 0.95, 1.0, 1.05, 1.1)
 HORIZONS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -49,7 +50,7 @@ def main() -> None:
 
     table, _, _ = run_gradients(GradientArgs(system="pendulum", out=str(out_dir / "pendulum_true"), **common))
     result["systems"]["pendulum_true_dynamics_zero_policy"] = table
-    if (Path(args.run) / "checkpoint.pkl").exists():
+    if checkpoint.exists(args.run):
         table, _, _ = run_gradients(GradientArgs(run=args.run, out=str(out_dir / "pendulum_model"), **common))
         result["systems"]["pendulum_fitted_model"] = table
     else:

@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, train_or_resume, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 
 TASKS = {
     "inverted_pendulum": {"env": "InvertedPendulum-v5", "steps": 10_000, "threshold": 1000.0, "overrides": {}},
@@ -45,7 +46,7 @@ def run_one(task: str, seed: int, steps: int) -> str:
 
     spec = TASKS[task]
     run_dir = RUNS / f"{task}-mbpo-s{seed}"
-    restore_carried(run_dir, "checkpoint.pkl")  # continue a run carried from another machine
+    restore_carried(run_dir, "checkpoints")  # continue a run carried from another machine
     train_or_resume(mbpo, run_dir, steps, new=dict(env=spec["env"], seed=seed, steps=steps, progress=False,
                                                    **spec["overrides"]),
                     resume=dict(steps=steps, progress=False))
@@ -84,7 +85,7 @@ def main() -> None:
 
         for seed in args.seeds:
             d = RUNS / f"{args.task}-mbpo-s{seed}"
-            if (d / "checkpoint.pkl").exists():
+            if checkpoint.exists(d):
                 print("carried:", mbpo.slim_checkpoint(d, CARRY / d.name))
 
     import matplotlib

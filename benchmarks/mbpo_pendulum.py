@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 
 THRESHOLD = -200.0
 # arm -> Config overrides of the Pendulum preset
@@ -37,7 +38,7 @@ def run_one(algo: str, seed: int, steps: int) -> str:
     from mbrlax.algorithms import mbpo
 
     run_dir = RUNS / f"pendulum-{algo}-s{seed}"
-    if (run_dir / "checkpoint.pkl").exists():
+    if checkpoint.exists(run_dir):
         if runs.load_checkpoint(run_dir)["t"] >= steps:
             return str(run_dir)
         mbpo.train(mbpo.Config(resume=str(run_dir), steps=steps, progress=False))

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, machine, train_or_resume, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 from mopo_scores import BUDGET, DATA, carry_metrics, eval_scores, final_score, finished  # noqa: E402
 
 OUT = RUNS / "mopo_longer"
@@ -36,8 +37,8 @@ def extend(name: str, seed: int, epochs: int) -> Path | None:
     total = epochs * BUDGET["epoch_length"]
     if finished(dst, total):  # here, or carried from an earlier machine
         return dst
-    if not (dst / "checkpoint.pkl").exists():
-        if not (src / "checkpoint.pkl").exists():
+    if not checkpoint.exists(dst):
+        if not checkpoint.exists(src):
             print(f"skipping {name} seed {seed}: no checkpoint in {src} (run benchmarks/mopo_scores.py first)")
             return None
         shutil.copytree(src, dst, dirs_exist_ok=True)

@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 
 VARIANTS = ("v0.5", "v1.0", "v1.5", "pets")
 SEEDS = (0, 1, 2)
@@ -69,7 +70,7 @@ def ensure(env: str, variant: str, seed: int, episodes: int) -> Path:
     from mbrlax.algorithms import mpc
 
     rd = run_dir(env, variant, seed)
-    if (rd / "checkpoint.pkl").exists():
+    if checkpoint.exists(rd):
         done = runs.load_checkpoint(rd)["episode"]
         if done >= episodes:
             return rd

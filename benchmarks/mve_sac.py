@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 
 # env -> (threshold, shared settings, MVE-only settings). The model is refit less often than in MVE's presets
 # (and at most 50 epochs, like MBPO's Pendulum preset): the fits dominate the time of these short runs.
@@ -51,7 +52,7 @@ def run_one(arm: str, env: str, seed: int) -> Path:
     _, shared, mve_only = TASKS[env]
     run_dir = RUNS / f"mve_sac-{env}-{arm}-s{seed}"
     module = mbpo if arm == "sac" else mve
-    if (run_dir / "checkpoint.pkl").exists():
+    if checkpoint.exists(run_dir):
         if runs.load_checkpoint(run_dir)["t"] >= shared["steps"]:
             return run_dir
         module.train(module.Config(resume=str(run_dir), progress=False))

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 from mpc_lineage import MODEL, PLANNER, SETTINGS, curve, ensure, run_dir  # noqa: E402
 
 TARGETS = {
@@ -38,7 +39,7 @@ def ensure_halfcheetah(seed: int, episodes: int) -> Path:
     from mbrlax.algorithms import mpc
 
     rd = run_dir(HALFCHEETAH[0], "pets", seed)
-    if (rd / "checkpoint.pkl").exists():
+    if checkpoint.exists(rd):
         if runs.load_checkpoint(rd)["episode"] < episodes:
             mpc.train(mpc.Config(resume=str(rd), episodes=episodes, progress=False, tensorboard=False))
         return rd

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+from mbrlax import checkpoint  # noqa: E402
 
 THRESHOLD = -300.0
 BUDGET = 20_000
@@ -41,7 +42,7 @@ ALGOS = ("bptt", "mbpg", "metrpo", "sac")
 def _done(run_dir: Path, steps: int) -> bool:
     from mbrlax import runs
 
-    return (run_dir / "checkpoint.pkl").exists() and runs.load_checkpoint(run_dir)["t"] >= steps
+    return checkpoint.exists(run_dir) and runs.load_checkpoint(run_dir)["t"] >= steps
 
 
 def _progress(run_dir: Path) -> int:
@@ -73,7 +74,7 @@ def run_one(algo: str, seed: int, steps: int, suffix: str = "") -> str:
     tic = time.time()
     if _done(run_dir, steps):
         return str(run_dir)
-    if (run_dir / "checkpoint.pkl").exists():
+    if checkpoint.exists(run_dir):
         module.train(module.Config(resume=str(run_dir), steps=steps, progress=False, tensorboard=False))
     else:
         module.train(module.Config(env="Pendulum-v1", seed=seed, steps=steps, run_dir=str(run_dir), progress=False,
