@@ -101,7 +101,7 @@ def _gps_grid(run_dir, n: int = 5) -> dict:
     from mbrlax.algorithms import lqr_flm as flm
     from mbrlax.envs.make import make
 
-    cfg = gps.resolve(gps.Config(**flm._plain(runs.load_config(run_dir))))
+    cfg = gps.resolve(runs.config_from_dict(gps.Config, runs.load_config(run_dir)))
     env, spec = make(cfg.env)
     pol = jax.tree.map(jnp.asarray, runs.load_checkpoint(run_dir)["pol"])
     arm = np.asarray(gps.REACHER_TRAIN_ARM)

@@ -67,7 +67,7 @@ def compute_floor(run_dir: Path) -> dict:
     from mbrlax.algorithms import mopo
     from mbrlax.models import penalties
 
-    cfg = mopo._config_from_saved(runs.load_config(run_dir))
+    cfg = runs.config_from_dict(mopo.Config, runs.load_config(run_dir))
     ds = mopo.load_dataset(cfg)
     cfg = mopo.resolve(cfg, ds)
     o, a = ds.observations.shape[1], ds.actions.shape[1]
@@ -79,7 +79,7 @@ def compute_floor(run_dir: Path) -> dict:
     holdout = zero_batch((cfg.ensemble_size, 1024), o, a)
     f_holdout_row = xla_flops(lambda p: model.loss(p, mst.in_norm, mst.out_norm, holdout)[0], mst.params) / 1024
 
-    def rollout_step(obs, k):  # what penalized_rollout does per transition, without the buffer write
+    def rollout_step(obs, k):  # what MOPO's branched_rollout does per transition, without the buffer write
         act = sac.sample_action(sst.actor, obs, k)
         nxt, rew, _, pred = model.sample_step(mst, obs, act, k)
         return rew - cfg.lam * penalties.from_prediction(cfg.penalty, pred, nxt, rew)

@@ -6,7 +6,7 @@
 Datasets: halfcheetah random / medium / medium-replay / expert (for the reference return) and hopper
 medium-replay (+ random, medium), written to benchmarks/runs/datasets/mbrlax/<env>-<kind>-v0 in the Minari
 format. The SAC run behind each environment is cached under benchmarks/runs/datasets/policies (killing and
-re-running continues it). Budgets: DATA_PRESETS in src/mbrlax/data/offline.py (120,000 SAC steps for
+re-running continues it). Budgets: DATA_PRESETS in src/mbrlax/datasets.py (120,000 SAC steps for
 HalfCheetah and Hopper, ~30 min each on 2 cores), or --sac-steps (see docs/datasets.md). Writes
 benchmarks/results/offline_datasets.json with each dataset's summary.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CARRY as CARRY_ROOT, RESULTS, RUNS, carry, machine, restore_carried, write_json  # noqa: E402
 
+from mbrlax import datasets  # noqa: E402
 from mbrlax.data import offline  # noqa: E402
 
 ROOT = RUNS / "datasets"
@@ -56,7 +57,7 @@ def main() -> None:
                 print(f"{p} exists", flush=True)
             else:
                 tic = time.time()
-                offline.make_dataset(env, kind, out=p, root=ROOT, progress=args.progress, sac_steps=args.sac_steps)
+                datasets.make_dataset(env, kind, out=p, root=ROOT, progress=args.progress, sac_steps=args.sac_steps)
                 print(f"{env} {kind}: {time.time() - tic:.0f} s -> {p}", flush=True)
             if not (carried / "data" / "metadata.json").exists():
                 carry(p)

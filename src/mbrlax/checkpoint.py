@@ -104,13 +104,9 @@ def restore_like(name: str, loaded: Any, reference: Any) -> Any:
     """`loaded` (a stored pytree) rebuilt with the structure of `reference` (a freshly initialized one) as
     device arrays. A different number of leaves or any different shape is a `CheckpointError` naming it."""
     ref_leaves, treedef = jax.tree.flatten_with_path(reference)
-    if isinstance(loaded, Leaves):
-        got = list(loaded)
-    else:
-        try:
-            got = treedef.flatten_up_to(loaded)
-        except (ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint '{name}' does not match this config's structure: {e}") from e
+    # Compare leaf lists: a stored pytree comes back as dicts, tuples and `Leaves` (a pytree node), whose
+    # flattening gives the leaves in the reference's order, whatever containers they were stored in.
+    got = jax.tree.leaves(loaded)
     if len(got) != len(ref_leaves):
         raise CheckpointError(f"checkpoint '{name}' has {len(got)} arrays, but this config needs {len(ref_leaves)}: "
                               f"it was made with different sizes (env or network).")
@@ -152,7 +148,7 @@ def save(run_dir: str | os.PathLike, step: int, payload: dict, keep: int = 2) ->
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     with (tmp / "arrays.npz").open("wb") as fh:
-        np.savez(fh, **{f"a{i}": a for i, a in enumerate(arrays)})
+        np.savez(fh, **{f"a{i}": a for i, a in enumerate(arrays)})  # type: ignore[arg-type]
         fh.flush()
         os.fsync(fh.fileno())
     meta = {"format": FORMAT, "step": int(step), "sha256": _sha256(tmp / "arrays.npz"), "tree": tree}
@@ -246,7 +242,7 @@ def convert_legacy(run_dir: str | os.PathLike, upgrade: Any = None) -> Path:
     if not isinstance(old, dict) or old.get("format") != 1:
         raise CheckpointError(f"{path} is not an mbrlax format-1 checkpoint")
     old.pop("format")
-    step = int(old["t"])
+    step = int(old.get("t", old.get("it", 0)))  # most loops count steps in "t", the local-model ones iterations
     config = old.get("config")
     state = upgrade(old) if upgrade is not None else old
     payload = {"state": state, "run": {"step": step, "metrics_bytes": None, "timers": {}, "legacy": True},

@@ -5,7 +5,7 @@
     mbrlax eval runs/<run> [--episodes N]                        mean ± std return of the checkpointed policy
     mbrlax plot runs/<run> [runs/<other> ...] [--out F.png]      learning curves on one figure
     mbrlax dataset make --env ID --kind KIND | info PATH         offline datasets (Minari format), made locally
-    mbrlax diagnose gradients [--system lq|pendulum | --run R]   pathwise vs likelihood-ratio gradients, Jacobians
+    mbrlax diagnose gradients|compounding|bounds|calibration ...   the theory made measurable (`docs/diagnostics.md`)
     mbrlax checkpoint convert runs/<run>                         turn an old pickle checkpoint into the safe format
 """
 
@@ -94,7 +94,7 @@ def _plot(argv: list[str]) -> int:
 
 
 def _dataset(argv: list[str]) -> int:
-    from mbrlax.data.offline import dataset_command
+    from mbrlax.datasets import dataset_command
 
     return dataset_command(argv)
 

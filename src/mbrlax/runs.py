@@ -83,7 +83,7 @@ def _read_json(path: Path, what: str) -> Any:
 
 def save_config(run_dir: Path, cfg: Any, algorithm: str | None = None) -> None:
     """config.json (the resolved config) and, given `algorithm` (its `mbrlax train` name), run.json."""
-    d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else dict(cfg)
     _write_atomic(run_dir / "config.json", json.dumps(d, indent=2, default=list) + "\n")
     if algorithm is not None:
         _write_atomic(run_dir / "run.json", json.dumps({"algorithm": algorithm}) + "\n")
@@ -289,9 +289,9 @@ def plot_runs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dirs = [Path(r) for r in run_dirs]
+    dirs = [Path(r) for r in run_dirs]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, rd in enumerate(run_dirs):
+    for i, rd in enumerate(dirs):
         rows = [r for r in read_metrics(rd) if key in r]
         if not rows:
             continue
@@ -403,7 +403,10 @@ class Run:
             self.resumed, info = payload["state"], payload["run"]
             self.timers = dict(info.get("timers") or {})
             start = int(info["step"])
+            # a new length: a later bare --resume keeps it
+            save_config(self.dir, dataclasses.replace(cfg, resume=None), algorithm=algorithm)
         else:
+            name = name.replace("/", "_")  # env ids like mbrlax/CartPoleSwingUp-v0: one directory, not two
             self.dir = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(cfg.run_root, name)
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock = _Lock(self.dir)

@@ -9,7 +9,8 @@ next_obs as usual). Buffers store only `terminated`: a truncated transition is a
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import jax
 
@@ -33,3 +34,16 @@ class Policy(Protocol):
     """A stochastic policy usable inside jitted rollouts: (obs B×D, key) -> action B×A in [-1, 1]."""
 
     def __call__(self, obs: jax.Array, key: jax.Array) -> jax.Array: ...
+
+
+class StaticSpec:
+    """Equal settings make equal (hashable) objects, so methods jitted with `self` static share compiled code.
+    A subclass sets `self._spec`, a hashable tuple of every setting that changes what it computes."""
+
+    _spec: tuple
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._spec == self._spec  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._spec)

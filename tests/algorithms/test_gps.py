@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mbrlax import runs
 from mbrlax.algorithms import distill, gps
 
 
@@ -24,6 +25,23 @@ def test_gps_c_steps_respect_their_trust_regions_and_the_global_policy_acts_alon
     act, cfg2 = gps.load_policy(r.run_dir)  # the global policy works alone, without the local controllers
     a = act(np.zeros(8, np.float32))
     assert a.shape == (2,) and np.all(np.abs(a) <= 1)
+
+
+def test_gps_resume_continues_exactly(tmp_path):
+    """On-policy MDGPS: 1 iteration + resume to 2 gives the metrics, the global policy and the local controllers
+    of 2 uninterrupted iterations, bit for bit (plain regression: test_lqr_flm resumes the priors)."""
+    kw = dict(env="mbrlax/PointMass-v0", samples=2, train_seeds=(0, 1), test_seeds=(100,), regression="plain",
+              policy_epochs=20, marginal_states=2, sample_on_policy=True, progress=False, tensorboard=False)
+    a = gps.train(gps.Config(iterations=2, run_root=str(tmp_path / "a"), **kw))
+    b = gps.train(gps.Config(iterations=1, run_root=str(tmp_path / "b"), **kw))
+    b = gps.train(gps.Config(iterations=2, resume=str(b.run_dir), progress=False, tensorboard=False))
+    rows = lambda r: [{k: v for k, v in row.items() if not k.startswith("time/")}
+                      for row in runs.read_metrics(r.run_dir)]
+    assert len(rows(a)) == 2 and rows(a) == rows(b)
+    sa, sb = runs.load_checkpoint(a.run_dir), runs.load_checkpoint(b.run_dir)
+    learned = lambda st: jax.tree.leaves((st["pol"], st["local"], st["step_mult"]))  # global and local controllers
+    for x, y in zip(learned(sa), learned(sb), strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_policy_fit_recovers_a_linear_teacher():
@@ -67,12 +85,11 @@ def test_moment_covariance_adds_the_fit_error_to_the_teachers_covariance():
 
 
 def test_reacher_conditions_put_the_arm_where_the_preset_says(tmp_path):
-    from mbrlax.algorithms import lqr_flm as flm
     from mbrlax.envs.make import EnvError, make, reset_to
 
     cfg = gps.resolve(gps.Config(env="Reacher-v5"))
     env, _ = make("Reacher-v5")
-    for (seed, qpos), arm in zip(gps.conditions(cfg.train_seeds, cfg.train_qpos), gps.REACHER_TRAIN_ARM):
+    for (seed, qpos), arm in zip(gps.conditions(cfg.train_seeds, cfg.train_qpos), gps.REACHER_TRAIN_ARM, strict=True):
         obs = reset_to(env, seed, qpos)
         np.testing.assert_allclose(np.arctan2(obs[2:4], obs[0:2]), arm, atol=1e-6)  # joint angles from cos, sin
         np.testing.assert_allclose(obs[4:6], gps.REACHER_GOAL, atol=1e-6)  # the one fixed target
@@ -103,7 +120,8 @@ def test_gaussian_kl_is_zero_for_identical_and_matches_a_hand_value():
 
 def test_distillation_student_matches_its_teachers(tmp_path):
     cfg = distill.Config(env="mbrlax/PointMass-v0", train_seeds=(0, 1), test_seeds=(100,), teacher_iters=20,
-                         samples=2, dagger_rounds=0, epochs=300, run_root=str(tmp_path), progress=False, tensorboard=False)
+                         samples=2, dagger_rounds=0, epochs=300, run_root=str(tmp_path), progress=False,
+                         tensorboard=False)
     r = distill.train(cfg)
     rows = [json.loads(l) for l in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
     # the student, alone, does about as well as the iLQR teachers (a do-nothing policy scores ≈ −100)

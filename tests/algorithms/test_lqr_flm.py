@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from mbrlax import runs
 from mbrlax.algorithms import ilqr, lqr_flm
 
 
@@ -30,6 +31,15 @@ def test_lqr_flm_resume_continues_exactly(tmp_path, regression):
     b = lqr_flm.train(lqr_flm.Config(iterations=1, run_root=str(tmp_path / "b"), **kw))
     b = lqr_flm.train(lqr_flm.Config(iterations=2, resume=str(b.run_dir), progress=False, tensorboard=False))
     assert len(a.costs) == 2 and a.costs == b.costs
+    assert _rows(a.run_dir) == _rows(b.run_dir) and len(_rows(a.run_dir)) == 2
+    pa, pb = runs.load_checkpoint(a.run_dir)["pol"], runs.load_checkpoint(b.run_dir)["pol"]
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k])
+
+
+def _rows(run_dir):
+    """metrics.jsonl without the wall-clock timers."""
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in runs.read_metrics(run_dir)]
 
 
 def test_global_model_prior_fits_from_fewer_samples_than_dimensions():
@@ -102,3 +112,15 @@ def test_arm_environments_follow_the_reacher_layout_and_physics():
     s2 = pm.dynamics(s, jnp.array([1.0, 0.0]))  # v' = dt·F = 0.1, p' = dt·v' = 0.005
     np.testing.assert_allclose(np.asarray(s2[:4]), [0.005, 0.0, 0.1, 0.0], atol=1e-7)
     np.testing.assert_allclose(np.asarray(pm.observe(s2))[6:8], [0.005 - 0.5, 0.0], atol=1e-7)
+
+
+def test_ilqr_resume_continues_with_the_next_episode_exactly(tmp_path):
+    kw = dict(env="mbrlax/PointMass-v0", horizon=5, replan_every=5, first_iters=3, iters=1, progress=False,
+              tensorboard=False)
+    a = ilqr.train(ilqr.Config(eval_episodes=2, run_root=str(tmp_path / "a"), **kw))
+    b = ilqr.train(ilqr.Config(eval_episodes=1, run_root=str(tmp_path / "b"), **kw))
+    b = ilqr.train(ilqr.Config(eval_episodes=2, resume=str(b.run_dir), progress=False, tensorboard=False))
+    assert len(_rows(a.run_dir)) == 2 and _rows(a.run_dir) == _rows(b.run_dir)
+    assert b.steps == a.steps and b.final_return_mean == a.final_return_mean
+    returns = [r["eval/episode_return"] for r in _rows(a.run_dir)]  # evals are the episodes' own returns
+    assert [e[1] for e in b.evals] == returns and a.final_return_mean == pytest.approx(np.mean(returns))

@@ -1,5 +1,5 @@
 """ME-TRPO: the stop rule on constructed validation sequences, optimization in the ensemble that stops when
-validation stops improving, per-member validation returns, and a tiny end-to-end run."""
+validation stops improving, per-member validation returns, and a tiny end-to-end run (determinism, exact resume)."""
 
 import jax
 import numpy as np
@@ -66,12 +66,18 @@ def test_member_returns_are_each_members_own_rollout():
     assert float(got[2]) == pytest.approx(float((roll.reward * roll.alive).sum(0).mean()), rel=1e-5)
 
 
-def test_tiny_run_is_deterministic(tmp_path):
+def test_tiny_run_is_deterministic_and_resumes_exactly(tmp_path):
     a = metrpo.train(metrpo.Config(**TINY, run_dir=str(tmp_path / "a")))
-    b = metrpo.train(metrpo.Config(**TINY, run_dir=str(tmp_path / "b")))
     strip = lambda d: [{k: v for k, v in r.items() if not k.startswith("time/") and k != "model/seconds"}  # noqa: E731
                        for r in runs.read_metrics(d)]
-    assert strip(a.run_dir) == strip(b.run_dir)
+    # the same seed again, stopped after the round ending at 40 steps and resumed to 60: the same rows and
+    # parameters as the uninterrupted run
+    metrpo.train(metrpo.Config(**{**TINY, "steps": 40}, run_dir=str(tmp_path / "c")))
+    c = metrpo.train(metrpo.Config(resume=str(tmp_path / "c"), steps=60, progress=False))
+    assert strip(c.run_dir) == strip(a.run_dir)
+    x, y = runs.load_checkpoint(a.run_dir), runs.load_checkpoint(c.run_dir)
+    for u, v in zip(jax.tree.leaves((x["agent"], x["model"])), jax.tree.leaves((y["agent"], y["model"])), strict=True):
+        np.testing.assert_array_equal(u, v)
     last = [r for r in runs.read_metrics(a.run_dir) if "eval/return_mean" in r][-1]
     assert 1 <= last["metrpo/validations"] <= 2 and last["metrpo/iterations"] in (2, 4)
     assert runs.run_algorithm(a.run_dir) == "metrpo"

@@ -12,7 +12,9 @@ from mbrlax import cli, runs
 from mbrlax.algorithms import bc, mopo
 from mbrlax.data import offline
 from mbrlax.data.replay import device_buffer
+from mbrlax.datasets import make_dataset
 from mbrlax.models.ensemble import EnsembleModel
+from mbrlax.rollout import branched_rollout
 
 TINY_MOPO = dict(
     epochs=2, epoch_length=100, rollout_freq=100, rollout_batch_size=64, model_retain_epochs=1,
@@ -29,7 +31,7 @@ def datasets(tmp_path_factory):
               sac_hidden=(32, 32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 300 SAC steps may not beat the random policy: a warning says so
-        paths = {k: offline.make_dataset("Pendulum-v1", k, **kw) for k in offline.KINDS}
+        paths = {k: make_dataset("Pendulum-v1", k, **kw) for k in offline.KINDS}
     return root, paths
 
 
@@ -38,6 +40,7 @@ def test_make_dataset_kinds_share_one_cached_sac_run(datasets):
     cache = root / "policies" / "pendulum-s0"
     snaps = json.loads((cache / "snapshots.json").read_text())
     assert [s["step"] for s in snaps] == [100, 200]  # trained once, for all five kinds
+    assert all(s["file"].endswith(".npz") for s in snaps)  # actor snapshots are arrays, never pickles
     ds = {k: offline.load(p) for k, p in paths.items()}
     ref = json.loads((cache / "reference.json").read_text())
     for d in ds.values():
@@ -53,22 +56,23 @@ def test_make_dataset_kinds_share_one_cached_sac_run(datasets):
     np.testing.assert_allclose(ds["medium-replay"].actions, 2.0 * buf["action"][:m], atol=1e-6)
     assert ds["expert"].meta["policy_step"] == max(snaps, key=lambda s: s["eval_return"])["step"]
     with pytest.raises(FileExistsError, match="overwrite"):
-        offline.make_dataset("Pendulum-v1", "random", size=250, sac_steps=200, snapshots=2, root=root, sac_hidden=(32, 32))
+        make_dataset("Pendulum-v1", "random", size=250, sac_steps=200, snapshots=2, root=root, sac_hidden=(32, 32))
     with pytest.raises(ValueError, match="unknown dataset kind 'good'"):
-        offline.make_dataset("Pendulum-v1", "good", root=root)
+        make_dataset("Pendulum-v1", "good", root=root)
 
 
 def test_penalized_rollout_subtracts_lambda_times_the_penalty():
+    """MOPO's rollouts: rollout.branched_rollout with penalty= writes r̃ = r̂ − λ·u(s, a)."""
     model = EnsembleModel(3, 1, ensemble_size=3, num_elites=2, hidden=(16,))
     state = model.init(jax.random.key(0))
     policy = lambda p, o, k: jnp.tanh(o[:, :1])  # noqa: E731
     start = jax.random.normal(jax.random.key(1), (8, 3))
     out = {}
     for lam in (0.0, 2.0):
-        buf, info = mopo.penalized_rollout(model, state, policy, None, start, device_buffer(64, 3, 1), jax.random.key(2),
-                                           horizon=3, lam=lam, penalty="max_aleatoric")
+        buf, info = branched_rollout(model, state, policy, None, start, 3, device_buffer(64, 3, 1), jax.random.key(2),
+                                     penalty="max_aleatoric", lam=lam)
         out[lam] = (buf, info)
-    (b0, i0), (b2, i2) = out[0.0], out[2.0]
+    (b0, i0), (b2, _) = out[0.0], out[2.0]
     assert int(b0.size) == 24 and float(i0["rollout/mean_penalty"]) > 0
     np.testing.assert_array_equal(b0.data.next_obs, b2.data.next_obs)  # same key: same transitions
     # recompute u(s, a) for the stored transitions from the model's prediction: r̃ = r̂ − 2·u
@@ -141,6 +145,14 @@ def test_mopo_same_seed_same_run_and_resume_continues_exactly(datasets, full_run
                         for r in runs.read_metrics(rd) if not ("eval/return_mean" in r and r["step"] == 100)]
     assert strip(full.run_dir) == strip(resumed.run_dir)
     assert resumed.final_return_mean == full.final_return_mean
+    a, b = runs.load_checkpoint(full.run_dir), runs.load_checkpoint(resumed.run_dir)
+    for name in ("sac", "model"):
+        for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name])):
+            np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(a["fake"]), jax.tree.leaves(b["fake"])):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(runs.RunDirError, match="penalty='disagreement'"):
+        mopo.train(mopo.Config(resume=str(half.run_dir), penalty="disagreement", progress=False))
 
 
 def test_mopo_bad_input_is_a_clear_error(datasets, tmp_path):
@@ -155,15 +167,20 @@ def test_mopo_bad_input_is_a_clear_error(datasets, tmp_path):
         mopo.train(mopo.Config(dataset=str(paths["random"]), env="mbrlax/Pendulum-v0", **TINY_MOPO))
 
 
-def test_bc_clones_the_behaviour_policy(tmp_path):
-    # a deterministic behaviour policy a = tanh(θ̇/2) (torque 2a), so the regression target is exact
+@pytest.fixture(scope="module")
+def deterministic(tmp_path_factory):
+    """400 transitions of a deterministic behaviour policy a = tanh(θ̇/2) (torque 2a): an exact regression target."""
     ds = offline.collect("Pendulum-v1", lambda o, rng: np.tanh(o[2:3] / 2.0), 400, seed=3)
     ds.ref_min_score, ds.ref_max_score, ds.meta = -1200.0, -150.0, {"kind": "medium"}
-    path = offline.save(ds, tmp_path / "det")
+    return ds, offline.save(ds, tmp_path_factory.mktemp("det") / "det")
+
+
+def test_bc_clones_the_behaviour_policy(deterministic, tmp_path):
+    ds, path = deterministic
     r = bc.train(bc.Config(dataset=str(path), steps=1000, updates_per_call=500, eval_every=1000,
                            eval_episodes=1, hidden=(64, 64), run_dir=str(tmp_path / "bc"), progress=False,
                            tensorboard=False))
-    loss = [x["bc/loss"] for x in runs.read_metrics(r.run_dir) if "bc/loss" in x]
+    assert [x["step"] for x in runs.read_metrics(r.run_dir) if "bc/loss" in x] == [1000]
     act, cfg = bc.load_policy(r.run_dir)
     # the cloned policy reproduces the dataset's actions far better than predicting their mean does
     pred = np.stack([act(o) for o in ds.observations[:200]])
@@ -171,6 +188,22 @@ def test_bc_clones_the_behaviour_policy(tmp_path):
     assert np.mean((pred - target) ** 2) < 0.1 * np.mean((target - target.mean()) ** 2)
     assert cfg.env == "Pendulum-v1" and r.final_normalized_score == pytest.approx(
         100 * (r.final_return_mean + 1200.0) / 1050.0)
+
+
+def test_bc_resume_continues_exactly(deterministic, tmp_path):
+    """Interrupted at 500 steps and resumed to 1000: the same rows and parameters as the uninterrupted run."""
+    _, path = deterministic
+    kw = dict(dataset=str(path), updates_per_call=250, eval_every=500, eval_episodes=1, hidden=(64, 64),
+              progress=False, tensorboard=False)
+    bc.train(bc.Config(steps=500, run_dir=str(tmp_path / "half"), **kw))
+    resumed = bc.train(bc.Config(resume=str(tmp_path / "half"), steps=1000, progress=False))
+    full = bc.train(bc.Config(steps=1000, run_dir=str(tmp_path / "full"), **kw))
+    strip = lambda rd: [{k: v for k, v in x.items() if not k.startswith("time/")} for x in runs.read_metrics(rd)]  # noqa: E731
+    assert strip(resumed.run_dir) == strip(full.run_dir) and len(strip(full.run_dir)) == 2
+    a, b = runs.load_checkpoint(full.run_dir), runs.load_checkpoint(resumed.run_dir)
+    assert a["t"] == b["t"] == 1000
+    for x, y in zip(jax.tree.leaves((a["params"], a["opt_state"])), jax.tree.leaves((b["params"], b["opt_state"]))):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_cli_train_mopo_and_bc_then_eval(datasets, tmp_path, capsys):

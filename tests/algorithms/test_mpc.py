@@ -1,7 +1,6 @@
 """v0.5 / v1.0 / v1.5 / PETS end to end on tiny settings: each variant does what its box says (fits once or
 every episode, plans once per episode or every step), determinism, resume, the CLI, bad input."""
 
-import dataclasses
 import json
 
 import jax
@@ -53,7 +52,7 @@ def test_pets_same_seed_same_run_and_resume_continues_exactly(tmp_path):
     resumed = mpc.train(mpc.Config(resume=str(tmp_path / "resumed"), episodes=3, progress=False))
     assert rows(resumed.run_dir) == rows(full.run_dir)
     a, b = runs.load_checkpoint(full.run_dir), runs.load_checkpoint(resumed.run_dir)
-    for x, y in zip(jax.tree.leaves(a["model"]), jax.tree.leaves(b["model"])):
+    for x, y in zip(jax.tree.leaves(a["model"]), jax.tree.leaves(b["model"]), strict=True):
         np.testing.assert_array_equal(x, y)
 
 

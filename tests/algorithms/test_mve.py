@@ -126,7 +126,7 @@ def test_cli_train_mve_end_to_end_and_same_seed_same_run(tmp_path, capsys):
     assert cli.main(["train", "mve", *TINY, "--run-dir", str(tmp_path / "a")]) == 0
     assert "final evaluation return" in capsys.readouterr().out
     rd = tmp_path / "a"
-    for f in ("config.json", "metrics.jsonl", "curve.png", "checkpoint.pkl"):
+    for f in ("config.json", "metrics.jsonl", "curve.png", "checkpoints"):
         assert (rd / f).exists(), f
     assert runs.run_algorithm(rd) == "mve"
     assert json.loads((rd / "config.json").read_text())["horizon"] == 2
@@ -143,6 +143,12 @@ def test_cli_train_mve_end_to_end_and_same_seed_same_run(tmp_path, capsys):
     assert cli.main(["train", "mve", *args]) == 0
     assert cli.main(["train", "mve", "--resume", str(tmp_path / "c"), "--steps", "120", "--no-progress"]) == 0
     assert strip(rows) == strip(runs.read_metrics(tmp_path / "c"))
+    a, b = runs.load_checkpoint(rd), runs.load_checkpoint(tmp_path / "c")
+    assert a["t"] == b["t"] == 120
+    for name in ("sac", "model"):
+        for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name])):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a["real"]["data"]["obs"], b["real"]["data"]["obs"])
     assert cli.main(["eval", str(rd), "--episodes", "1"]) == 0
 
 

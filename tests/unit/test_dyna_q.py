@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbrlax import cli, runs
+from mbrlax import checkpoint, cli, runs
 from mbrlax.algorithms import dyna_q
 from mbrlax.envs import tabular
 
@@ -53,12 +53,12 @@ def test_planning_samples_only_observed_pairs_unless_dyna_q_plus():
     for s, a in ((1, 0), (1, 2), (4, 1)):
         m = dyna_q.model_update(m, s, a, 0.0, 0, 0.0, 1)
     s, a = dyna_q.sample_planning_pairs(m, jax.random.key(0), 3000, untried=False)
-    pairs = set(zip(np.asarray(s).tolist(), np.asarray(a).tolist()))
+    pairs = set(zip(np.asarray(s).tolist(), np.asarray(a).tolist(), strict=True))
     assert pairs == {(1, 0), (1, 2), (4, 1)}
     # the book's order: a state uniformly, then one of its actions; state 4 gets half of the samples
     assert np.mean(np.asarray(s) == 4) == pytest.approx(0.5, abs=0.04)
     s, a = dyna_q.sample_planning_pairs(m, jax.random.key(0), 3000, untried=True)
-    pairs = set(zip(np.asarray(s).tolist(), np.asarray(a).tolist()))
+    pairs = set(zip(np.asarray(s).tolist(), np.asarray(a).tolist(), strict=True))
     assert pairs == {(1, 0), (1, 1), (1, 2), (4, 0), (4, 1), (4, 2)}  # all actions of visited states
 
 
@@ -122,8 +122,9 @@ def test_cli_train_dyna_q_on_the_dyna_maze(tmp_path, capsys):
             "--eval-episodes", "1", "--no-progress", "--no-tensorboard", "--run-dir", str(rd)]
     assert cli.main(args) == 0
     assert "final evaluation return 1.0" in capsys.readouterr().out  # the greedy policy reaches G
-    for f in ("config.json", "metrics.jsonl", "curve.png", "checkpoint.pkl"):
+    for f in ("config.json", "metrics.jsonl", "curve.png"):
         assert (rd / f).exists(), f
+    assert checkpoint.exists(rd) and not (rd / "checkpoint.pkl").exists()  # the safe format, no pickle
     assert runs.run_algorithm(rd) == "dyna_q"
     cfg = json.loads((rd / "config.json").read_text())
     assert cfg["planning_steps"] == 50 and cfg["gamma"] == 0.95 and cfg["alpha"] == 0.1
@@ -134,7 +135,9 @@ def test_cli_train_dyna_q_on_the_dyna_maze(tmp_path, capsys):
     q = runs.load_checkpoint(rd)["q"]
     assert act(t.start) == int(np.argmax(q[t.start]))
     # the greedy path reaches G, within a few steps of the optimal 14
-    assert 14 <= int(dyna_q.greedy_path_length(jnp.asarray(q), jnp.asarray(t.next_state[0]), jnp.asarray(t.terminated[0]), t.start)) <= 20
+    path = dyna_q.greedy_path_length(jnp.asarray(q), jnp.asarray(t.next_state[0]), jnp.asarray(t.terminated[0]),
+                                     t.start)
+    assert 14 <= int(path) <= 20
     assert dyna_q.evaluate_run(rd, episodes=2) == (1.0, 0.0)
     assert cli.main(["eval", str(rd), "--episodes", "2"]) == 0  # `mbrlax eval` takes the tabular path
     assert "return 1.0 ± 0.0" in capsys.readouterr().out
@@ -157,6 +160,8 @@ def test_bad_input_gets_a_clear_error(tmp_path):
         dyna_q.train(dyna_q.Config(env="DynaMaze", run_dir=str(tmp_path / "p"), progress=False))
     with pytest.raises(ValueError, match="not both"):
         dyna_q.resolve(dyna_q.Config(plus=True, prioritized=True))
+    with pytest.raises(runs.RunDirError, match="no resumable state"):  # not a flag; from Python, refused
+        dyna_q.train(dyna_q.Config(resume=str(tmp_path / "p"), progress=False))
 
 
 @pytest.mark.slow

@@ -158,12 +158,17 @@ def test_deterministic_variant_fits_by_mse():
     assert info["model/holdout_mse"] < 0.05
 
 
-def test_non_finite_loss_raises():
+def test_non_finite_loss_raises_and_non_finite_data_is_refused():
     model = small_model()
     state = model.init(jax.random.key(0))
     data = linear_data(300)
+    # finite data, an absurd learning rate: the loss becomes NaN, the fit reports divergence
+    wild = small_model(lr=1e8)
+    with pytest.raises(ModelDivergedError, match="nan"):
+        fit(wild, wild.init(jax.random.key(0)), data, jax.random.key(0), max_epochs=3)
+    # non-finite data never reaches the optimizer: the error is about the data, not the learning rate
     bad = data._replace(reward=np.where(np.arange(300) % 2 == 0, np.inf, data.reward).astype(np.float32))
-    with pytest.raises(ModelDivergedError):
+    with pytest.raises(ValueError, match="non-finite reward in 150 of 300"):
         fit(model, state, bad, jax.random.key(0), max_epochs=3)
 
 

@@ -76,5 +76,5 @@ def test_cli_writes_json_and_png(tmp_path, capsys):
     np.testing.assert_allclose(j["log10_sigma_max_open_loop"], j["analytic_log10_sigma_max_A_power_H"], atol=1e-4)
     assert (tmp_path / "lq_rho1.2.png").stat().st_size > 1000
     assert "wrote" in capsys.readouterr().out
-    assert cli.main(["diagnose", "compounding"]) == 2
+    assert cli.main(["diagnose", "nope"]) == 2
     assert cli.main(["diagnose", "gradients", "--system", "cartpole", "--out", str(out)]) == 2

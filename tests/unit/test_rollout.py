@@ -72,3 +72,27 @@ def test_learned_termination_head():
     _, _, prob, _ = model.sample_step(state, jnp.asarray(test), jnp.zeros((400, 1)), jax.random.key(2))
     accuracy = np.mean((np.asarray(prob) > 0.5) == (test[:, 0] > 0.5))
     assert accuracy > 0.93, accuracy
+
+
+def test_penalty_over_the_elites_and_its_statistics():
+    """MOPO's path of the kernel: r̃ = r̂ − λ·u with u over the elites only; the logged mean/max penalty and the
+    mean model reward are those of the written transitions."""
+    from mbrlax.models import penalties
+
+    state = MODEL.init(jax.random.key(0))._replace(elites=jnp.array([2, 0], jnp.int32))
+    start = jnp.asarray(np.random.default_rng(0).normal(size=(20, 2)), jnp.float32)
+    kw = dict(penalty="disagreement", penalty_members="elites")
+    b0, _ = branched_rollout(MODEL, state, zero_policy, None, start, 2, device_buffer(100, 2, 1), jax.random.key(1),
+                             never, lam=0.0, **kw)
+    b1, info = branched_rollout(MODEL, state, zero_policy, None, start, 2, device_buffer(100, 2, 1), jax.random.key(1),
+                                never, lam=0.5, **kw)
+    obs, act = b0.data.obs[:40], b0.data.action[:40]
+    u = np.asarray(penalties.from_prediction("disagreement", MODEL.predict(state, obs, act), members=state.elites))
+    r_hat = np.asarray(b0.data.reward[:40])  # lam = 0: the model's own rewards
+    np.testing.assert_allclose(np.asarray(b1.data.reward[:40]), r_hat - 0.5 * u, rtol=1e-5, atol=1e-6)
+    assert float(info["rollout/transitions"]) == 40
+    np.testing.assert_allclose(float(info["rollout/mean_penalty"]), u.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(info["rollout/max_penalty"]), u.max(), rtol=1e-5)
+    np.testing.assert_allclose(float(info["rollout/mean_model_reward"]), r_hat.mean(), rtol=1e-5, atol=1e-6)
+    all_members = penalties.from_prediction("disagreement", MODEL.predict(state, obs, act))
+    assert not np.allclose(u, np.asarray(all_members))  # the elites-only penalty is another quantity

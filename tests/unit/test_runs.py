@@ -172,6 +172,8 @@ def test_resume_logs_no_row_twice_and_carries_the_timers(tmp_path):
 
     resumed = runs.read_metrics(tmp_path / "r")
     assert strip(resumed) == strip(runs.read_metrics(full.run_dir))  # the same rows, none twice
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["steps"] == 120 and saved["resume"] is None  # the new length is the run's own from now on
     env_time = [r["time/env"] for r in resumed if "time/env" in r]
     assert env_time == sorted(env_time) and env_time[-1] > 0  # counters continue across the resume
 

@@ -19,8 +19,9 @@ Shapes: B start states, H steps, D observation, A action features; ensemble memb
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -29,7 +30,7 @@ import optax
 
 from mbrlax.agents.nets import MLP
 from mbrlax.models.ensemble import EnsembleModel, ModelState, Prediction
-from mbrlax.types import RewardFn, TermFn
+from mbrlax.types import RewardFn, StaticSpec, TermFn
 
 MEMBER_MODES = ("step", "sample", "mean", "fixed")
 
@@ -214,7 +215,7 @@ def reward_to_go(rollout: Rollout, bootstrap: jax.Array, gamma: float) -> jax.Ar
     return g
 
 
-class Pathwise:
+class Pathwise(StaticSpec):
     """BPTT policy optimization through a model. Static settings plus pure functions of a `PathwiseState`.
 
     `update(state, model_state, start_obs, key)` is one policy step and one value step on B start states;
@@ -255,12 +256,6 @@ class Pathwise:
         clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip else []
         self.policy_tx = optax.chain(*clip, optax.adam(lr))
         self.value_tx = optax.adam(value_lr)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._spec == self._spec
-
-    def __hash__(self) -> int:
-        return hash(self._spec)
 
     @partial(jax.jit, static_argnums=0)
     def init(self, key: jax.Array) -> PathwiseState:

@@ -15,8 +15,9 @@ Every update is a pure, jitted function; epochs and minibatches are `lax.scan`s.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,6 +26,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from mbrlax.agents.nets import MLP
+from mbrlax.types import StaticSpec
 
 PG_METHODS = ("reinforce", "ppo", "trpo")
 
@@ -206,7 +208,7 @@ def trpo_step(
     return unravel(new_flat), info
 
 
-class PolicyGradient:
+class PolicyGradient(StaticSpec):
     """REINFORCE / PPO / TRPO agent: static settings plus pure functions of a `PGState`.
 
     `update(state, batch, key)` performs one policy update on a `PGBatch` (REINFORCE: `pg_steps` gradient
@@ -252,12 +254,6 @@ class PolicyGradient:
         self.value_net = ValueNet(tuple(value_hidden))
         self.policy_tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
         self.value_tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(value_lr))
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._spec == self._spec
-
-    def __hash__(self) -> int:
-        return hash(self._spec)
 
     @partial(jax.jit, static_argnums=0)
     def init(self, key: jax.Array) -> PGState:

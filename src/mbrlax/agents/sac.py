@@ -7,15 +7,16 @@ Actions live in [-1, 1]; `envs.make` rescales them to the environment's bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from mbrlax.agents.nets import TanhGaussianActor, TwinQ, tanh_gaussian_sample
-from mbrlax.types import Transition
+from mbrlax.types import StaticSpec, Transition
 
 
 class SACState(NamedTuple):
@@ -29,7 +30,7 @@ class SACState(NamedTuple):
     steps: jax.Array
 
 
-class SAC:
+class SAC(StaticSpec):
     """Static description (sizes, optimizers, coefficients) plus pure functions of a `SACState`."""
 
     def __init__(
@@ -54,12 +55,6 @@ class SAC:
         self.target_entropy = -float(act_dim) if target_entropy is None else float(target_entropy)
         self.autotune_alpha = autotune_alpha
         self.actor_tx, self.critic_tx, self.alpha_tx = optax.adam(lr), optax.adam(lr), optax.adam(lr)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._spec == self._spec
-
-    def __hash__(self) -> int:
-        return hash(self._spec)
 
     @partial(jax.jit, static_argnums=0)
     def init(self, key: jax.Array) -> SACState:

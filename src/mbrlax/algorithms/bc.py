@@ -7,16 +7,18 @@
     Every `eval_every` steps: run π in the real environment, for reporting only        # 3. evaluate
 
 Actions are regressed in the agents' [-1, 1] (the dataset's own units rescaled). `updates_per_call` steps
-are fused in one `lax.scan`. Evaluation reports D4RL's normalized score with the dataset's reference returns.
+are fused in one `lax.scan`. Evaluation reports D4RL's normalized score with the dataset's reference returns
+(the dataset loading and the evaluation are MOPO's, mopo.py). The unit of a run's length is a gradient step;
+`--resume RUN --steps N` continues a run to N.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,45 +26,40 @@ import optax
 
 from mbrlax import runs
 from mbrlax.agents.nets import MLP
-from mbrlax.algorithms.common import Result as BaseResult
+from mbrlax.algorithms.common import RunOptions, check_positive
+from mbrlax.algorithms.mopo import DatasetOptions, Result, evaluate_offline, offline_result, open_offline
 from mbrlax.data import offline
 from mbrlax.envs.make import make
-from mbrlax.evaluation import evaluate
 
 
 @dataclass
-class Config:
+class Config(RunOptions, DatasetOptions):
     """Behaviour cloning on a fixed dataset."""
 
-    dataset: str = ""
-    """Path of a Minari dataset directory (make one with `mbrlax dataset make`)."""
-    env: str | None = None
-    """Environment of the dataset (None: the one the dataset records); used only for evaluation."""
-    seed: int = 0
-    """Seed of everything."""
     steps: int = 50_000
-    """Gradient steps."""
+    """Gradient steps; may grow on a resume."""
     batch_size: int = 256
     lr: float = 1e-3
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy MLP."""
     updates_per_call: int = 500
-    """Gradient steps fused in one device call (a divisor of eval_every)."""
+    """Gradient steps fused in one device call (a divisor of steps, eval_every and checkpoint_every)."""
     eval_every: int = 5000
     """Evaluate in the real environment (reporting only) every this many gradient steps."""
     eval_episodes: int = 10
-    run_root: str = "runs"
-    run_dir: str | None = None
-    """Use exactly this run directory (created if needed) instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
-    progress: bool = True
-    tensorboard: bool = True
+    checkpoint_every: int | None = None
+    """Checkpoint every this many gradient steps; None: at every evaluation."""
 
 
-@dataclass
-class Result(BaseResult):
-    final_normalized_score: float | None = None
+def resolve(cfg: Config, ds: offline.OfflineDataset) -> Config:
+    """The dataset's env unless one is given; every length a multiple of updates_per_call."""
+    cfg = dataclasses.replace(cfg, env=cfg.env or ds.env_id, checkpoint_every=cfg.checkpoint_every or cfg.eval_every)
+    check_positive(cfg, "steps", "batch_size", "updates_per_call", "eval_every", "eval_episodes", "checkpoint_every")
+    for name in ("steps", "eval_every", "checkpoint_every"):
+        if getattr(cfg, name) % cfg.updates_per_call:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be a multiple of updates_per_call="
+                             f"{cfg.updates_per_call}")
+    return cfg
 
 
 def _policy(hidden: tuple[int, ...], act_dim: int) -> MLP:
@@ -89,86 +86,54 @@ def bc_updates(net: MLP, tx: optax.GradientTransformation, params, opt_state, ob
     return params, opt_state, losses.mean(), key
 
 
+def upgrade_legacy(old: dict) -> dict:
+    """A format-1 (pickle) checkpoint's state in today's layout (`mbrlax checkpoint convert`)."""
+    return dict(t=old["t"], key=jax.random.wrap_key_data(np.asarray(old["key"])), params=old["params"],
+                opt_state=old["opt_state"])
+
+
 def train(cfg: Config) -> Result:
     """Behaviour cloning; returns the final evaluation (and normalized score) and the run directory."""
-    if cfg.resume is not None:
-        saved = runs.load_config(cfg.resume)
-        saved.update(run_dir=cfg.resume, resume=cfg.resume, progress=cfg.progress, tensorboard=cfg.tensorboard)
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    if not cfg.dataset:
-        raise ValueError("no dataset given: pass --dataset PATH (make one with `mbrlax dataset make`)")
-    if cfg.eval_every % cfg.updates_per_call or cfg.steps % cfg.updates_per_call:
-        raise ValueError(f"eval_every={cfg.eval_every} and steps={cfg.steps} must be multiples of "
-                         f"updates_per_call={cfg.updates_per_call}")
-    ds = offline.load(cfg.dataset, env_id=cfg.env)
-    cfg = dataclasses.replace(cfg, env=cfg.env or ds.env_id)
-    env, spec = make(cfg.env, **ds.env_kwargs)
-    space = env.unwrapped.action_space
-    data = ds.transitions(space.low, space.high)
+    cfg, ds, env, spec, data = open_offline(cfg, "bc", resolve, may_change=("steps",))
     obs, act = jnp.asarray(data.obs), jnp.asarray(data.action)
     net, tx = _policy(cfg.hidden, spec.act_dim), optax.adam(cfg.lr)
-
-    key = jax.random.key(cfg.seed)
-    key, k_init = jax.random.split(key)
-    params = net.init(k_init, obs[:1])
-    opt_state, t = tx.init(params), 0
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        payload = runs.load_checkpoint(run_dir)
-        params = runs.check_like("params", payload["params"], params)
-        opt_state = runs.check_like("opt_state", payload["opt_state"], opt_state)
-        key, t = jax.random.wrap_key_data(jnp.asarray(payload["key"])), int(payload["t"])
-    else:
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(
-            cfg.run_root, f"bc-{offline.env_slug(ds.env_id)}-{ds.meta.get('kind', 'data')}-s{cfg.seed}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg, algorithm="bc")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(t)
-    evals = [(r["step"], r["eval/return_mean"]) for r in runs.read_metrics(run_dir) if "eval/return_mean" in r] \
-        if (run_dir / "metrics.jsonl").exists() else []
     apply = jax.jit(lambda p, o: jnp.tanh(net.apply(p, o)))
-    has_ref = ds.ref_min_score is not None and ds.ref_max_score is not None
-    bar = runs.ProgressBar(cfg.steps, f"bc {offline.env_slug(ds.env_id)}", cfg.progress, t)
-    tic = time.perf_counter()
-    try:
-        while t < cfg.steps:
+
+    def policy(o: np.ndarray) -> np.ndarray:
+        return np.asarray(apply(st["params"], jnp.asarray(o[None], jnp.float32)))[0]
+
+    name = f"bc-{offline.env_slug(ds.env_id)}-{ds.meta.get('kind', 'data')}-s{cfg.seed}"
+    with runs.Run(cfg, "bc", name, cfg.steps, unit="gradient steps") as run, env:
+        key, k_init = jax.random.split(jax.random.key(cfg.seed))
+        params = net.init(k_init, obs[:1])
+        st = dict(t=0, key=key, params=params, opt_state=tx.init(params))
+        if run.resumed:
+            saved = run.resumed
+            st = dict(t=int(saved["t"]), key=saved["key"], params=runs.check_like("params", saved["params"], params),
+                      opt_state=runs.check_like("opt_state", saved["opt_state"], st["opt_state"]))
+        while st["t"] < cfg.steps:
             # 1.-2. sample batches from D and regress the actions
-            params, opt_state, loss, key = bc_updates(net, tx, params, opt_state, obs, act, key,
-                                                      cfg.updates_per_call, cfg.batch_size)
-            t += cfg.updates_per_call
-            if t % cfg.eval_every == 0 or t == cfg.steps:
+            with run.timer("policy"):
+                st["params"], st["opt_state"], loss, st["key"] = bc_updates(
+                    net, tx, st["params"], st["opt_state"], obs, act, st["key"], cfg.updates_per_call, cfg.batch_size)
+                loss = float(loss)
+            st["t"] = t = st["t"] + cfg.updates_per_call
+            if run.due(t, cfg.eval_every, cfg.steps):
                 # 3. evaluate in the real environment (reporting only)
-                mean, std, _ = evaluate(env, lambda o: np.asarray(apply(params, jnp.asarray(o[None], jnp.float32)))[0],
-                                        cfg.eval_episodes, seed=10_000 + cfg.seed)
-                evals.append((t, mean))
-                row = {"eval/return_mean": mean, "eval/return_std": std, "bc/loss": float(loss),
-                       "time/total": time.perf_counter() - tic}
-                if has_ref:
-                    row["eval/normalized_score"] = float(ds.normalized_score(mean))
-                logger.log(t, row)
-                runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-                runs.save_checkpoint(run_dir, dict(config=dataclasses.asdict(cfg), t=t, params=runs.to_host(params),
-                                                   opt_state=runs.to_host(opt_state),
-                                                   key=np.asarray(jax.random.key_data(key))))
-                bar.update(t, f"eval {mean:.1f}  loss {float(loss):.3g}")
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-    final = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r][-1]
-    return Result(run_dir, t, final["eval/return_mean"], final["eval/return_std"], evals,
-                  final.get("eval/normalized_score"))
+                evaluate_offline(run, t, env, policy, ds, cfg.eval_episodes, 10_000 + cfg.seed, {"bc/loss": loss})
+            if run.due(t, cfg.checkpoint_every, cfg.steps):
+                run.save(t, st)
+            run.progress(t, loss=f"loss {loss:.3g}")
+        return offline_result(run, ds)
 
 
 def load_policy(run_dir: str | Path):
     """The cloned policy of a run's last checkpoint, as `act(obs) -> action`, plus the config."""
-    saved = runs.load_config(run_dir)
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    cfg = runs.config_from_dict(Config, runs.load_config(run_dir))
     env, spec = make(cfg.env)
     env.close()
     net = _policy(cfg.hidden, spec.act_dim)
-    payload = runs.load_checkpoint(run_dir)
-    params = runs.check_like("params", payload["params"], net.init(jax.random.key(0), jnp.zeros((1, spec.obs_dim))))
+    params = runs.check_like("params", runs.load_checkpoint(run_dir)["params"],
+                             net.init(jax.random.key(0), jnp.zeros((1, spec.obs_dim))))
     apply = jax.jit(lambda p, o: jnp.tanh(net.apply(p, o)))
     return (lambda o: np.asarray(apply(params, jnp.asarray(o[None], jnp.float32)))[0]), cfg

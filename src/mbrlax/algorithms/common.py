@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+import tyro
 
 from mbrlax import runs
 
@@ -25,17 +27,38 @@ class RunOptions:
     run_root: str = "runs"
     """Where run directories are created."""
     run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root (refused if it holds a run, unless --overwrite)."""
+    """Use exactly this run directory instead of a new one under run_root (refused if it holds files, unless
+    --overwrite)."""
     overwrite: bool = False
     """Let a new run replace what --run-dir holds (its metrics and checkpoints are deleted)."""
     resume: str | None = None
-    """Continue the run in this directory from its last checkpoint, with its own config (only the run's length and how it is shown may change)."""
+    """Continue the run in this directory from its last checkpoint, with its own config (only the run's length
+    and how it is shown may change)."""
     checkpoint_every: int | None = None
     """Checkpoint every this many steps (the algorithm's unit); None: the algorithm's default."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
     """Also write TensorBoard event files (metrics.jsonl is always written)."""
+
+
+@dataclass
+class OnlineOptions:
+    """An online run in a Gymnasium environment: which one, with what seed, for how long, how it is evaluated.
+    Fields left as None take the algorithm's preset for the environment."""
+
+    env: str = "Pendulum-v1"
+    """Gymnasium environment id; any id with Box observations and Box actions works."""
+    seed: int = 0
+    """Seed of everything: two runs with the same seed are identical."""
+    steps: int | None = None
+    """Total real environment steps, including the initial random exploration (may grow on a resume)."""
+    init_steps: int | None = None
+    """Steps of uniformly random actions before learning starts."""
+    eval_episodes: int | None = None
+    """Deterministic episodes per evaluation."""
+    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
+    """Keyword arguments for gymnasium.make (e.g. a truncated observation); Python API and presets only."""
 
 
 @dataclass
@@ -100,7 +123,7 @@ class Result:
 def fill_preset(cfg: C, preset: dict[str, Any], defaults: dict[str, Any]) -> C:
     """`cfg` with every field of `defaults` that is None in `cfg` taken from `preset`, else from `defaults`."""
     filled = {k: (preset.get(k, v) if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in defaults.items()}
-    return dataclasses.replace(cfg, **filled)
+    return dataclasses.replace(cfg, **filled)  # type: ignore[type-var]  # C is always a Config dataclass
 
 
 def check_positive(cfg: Any, *names: str) -> None:
@@ -161,3 +184,24 @@ def fit_or_keep(run: runs.Run, step: int, model: Any, state: Any, data: Any, key
     run.log(step, info)
     return state, True, info
 
+
+
+def load_sac_policy(run_dir: Any, cls: type, resolve: Any, env_kwargs: dict | None = None) -> tuple[Any, Any]:
+    """(act, cfg) of a SAC-based run's last checkpoint: act(obs) -> the deterministic action tanh(mean).
+    `cls` is the algorithm's Config and `resolve` its resolve; the env (with `env_kwargs`, default the
+    config's) only tells the sizes."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mbrlax.envs.make import make
+
+    cfg = resolve(runs.config_from_dict(cls, runs.load_config(run_dir)))
+    if env_kwargs is None:
+        env_kwargs = getattr(cfg, "env_kwargs", None) or {}
+    env, spec = make(cfg.env, **env_kwargs)
+    env.close()
+    sac = make_sac(cfg, spec.obs_dim, spec.act_dim)
+    sac_state = runs.check_like("sac", runs.load_checkpoint(run_dir)["sac"], sac.init(jax.random.key(0)))
+    mean_act = jax.jit(sac.mean_action)
+    return (lambda o: np.asarray(mean_act(sac_state.actor, jnp.asarray(o[None], jnp.float32)))[0]), cfg

@@ -16,22 +16,29 @@ reach the target from every condition without the teachers (evaluated on its mea
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tyro
 
 from mbrlax import runs
 from mbrlax.algorithms import gps
 from mbrlax.algorithms import ilqr as ilqr_alg
-from mbrlax.algorithms import lqr_flm as flm
-from mbrlax.algorithms.common import Result as BaseResult
+from mbrlax.algorithms.common import RunOptions, fill_preset
+from mbrlax.algorithms.local_common import (
+    ConditionOptions,
+    ConditionResult,
+    CostOptions,
+    condition_result,
+    refuse_resume,
+)
 from mbrlax.envs import jax_envs
 from mbrlax.envs.make import make
 from mbrlax.planning import ilqr as il
@@ -45,27 +52,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(ConditionOptions, CostOptions, RunOptions):
     """Policy distillation of per-condition iLQR teachers into one neural student."""
 
     env: str = "mbrlax/PointMass-v0"
     """A pure-JAX environment id (the teachers plan on its known dynamics)."""
     seed: int = 0
     """Seed of the teachers' noise, iLQR initial guesses and the student."""
-    cost: str | None = None
-    """Teachers' cost: 'reward', 'reach' or 'pendulum' (see ilqr.planner_fns)."""
-    w_dist: float | None = None
-    """Weight of the distance term of the teachers' cost."""
-    w_ctrl: float | None = None
-    """Weight of the control term of the teachers' cost."""
-    final_weight: float | None = None
-    """Multiplier of the teachers' final-state cost."""
-    success_dist: float | None = None
-    """Success: final fingertip–target distance below this."""
-    train_seeds: tuple[int, ...] | None = None
-    """Reset seeds of the conditions, one teacher each."""
-    test_seeds: tuple[int, ...] | None = None
-    """Unseen conditions for the student's evaluation."""
     teacher_iters: int = 50
     """iLQR iterations per teacher."""
     teacher_noise: float = 1.0
@@ -80,27 +73,18 @@ class Config:
     """Adam learning rate of the distillation."""
     epochs: int = 300
     """Full-batch Adam steps per distillation round."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files."""
+    # A run takes seconds and keeps no resumable state: the student and teachers are saved once, at the end.
+    resume: Annotated[str | None, tyro.conf.Suppress] = None
+    checkpoint_every: Annotated[int | None, tyro.conf.Suppress] = None
 
 
-@dataclass
-class Result(BaseResult):
-    train_success: float = 0.0
-    test_success: float = 0.0
+Result = ConditionResult
 
 
 def resolve(cfg: Config) -> Config:
     if cfg.env not in jax_envs.JAX_ENVS:
         raise ValueError(f"distill trains iLQR teachers on known dynamics: '{cfg.env}' is not a pure-JAX env")
-    preset = DEFAULTS | PRESETS.get(cfg.env, {})
-    return dataclasses.replace(cfg, **{k: (preset[k] if getattr(cfg, k) is None else getattr(cfg, k)) for k in DEFAULTS})
+    return fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
 
 
 # ---- the student and the KL --------------------------------------------------------------------------------
@@ -146,14 +130,16 @@ def distill_step(hidden: tuple[int, ...], act_dim: int, student: dict, obs: jax.
 # ---- the teachers ------------------------------------------------------------------------------------------
 
 
-def make_teacher(env: jax_envs.JaxEnv, gym_env, seed: int, fns, T: int, iters: int, noise: float, key: jax.Array):
+def make_teacher(env: jax_envs.JaxEnv, gym_env, seed: int, fns: tuple[Callable, Callable, Callable], T: int, iters: int,
+                 noise: float, key: jax.Array) -> dict:
     """iLQR from the initial state of reset(seed): the plan (X, U, K) and its covariance σ² Q_uu⁻¹."""
     obs, _ = gym_env.reset(seed=seed)
     x0 = jnp.asarray(ilqr_alg.state_from_obs(env, obs))
     res = il.ilqr(*fns, x0, 0.1 * jax.random.normal(key, (T, env.act_dim)), max_iters=iters, tol=1e-6)
     Quu = jnp.where(jnp.isfinite(res.Quu), res.Quu, jnp.eye(env.act_dim))
     cov = noise * jnp.linalg.inv(Quu)
-    return dict(X=np.asarray(res.X), U=np.asarray(res.U), K=np.asarray(res.K), cov=np.asarray(0.5 * (cov + jnp.swapaxes(cov, -1, -2))))
+    return dict(X=np.asarray(res.X), U=np.asarray(res.U), K=np.asarray(res.K),
+                cov=np.asarray(0.5 * (cov + jnp.swapaxes(cov, -1, -2))))
 
 
 def teacher_action(env: jax_envs.JaxEnv, teacher: dict, dims, t: int, obs: np.ndarray) -> np.ndarray:
@@ -187,76 +173,58 @@ def rollouts(gym_env, env, teacher, seed: int, T: int, n: int, rng, act_student=
 
 def train(cfg: Config) -> Result:
     """Teachers by iLQR per condition, then distillation with DAgger rounds; evaluates the student alone."""
+    refuse_resume(cfg, "distill")
     cfg = resolve(cfg)
     gym_env, spec = make(cfg.env)
     env = jax_envs.load(cfg.env)
-    T = spec.max_episode_steps
-    icfg = ilqr_alg.Config(env=cfg.env, cost=cfg.cost, w_dist=cfg.w_dist, w_ctrl=cfg.w_ctrl, final_weight=cfg.final_weight)
-    icfg = ilqr_alg.resolve(icfg)
+    T, M, A = spec.max_episode_steps, len(cfg.train_seeds), spec.act_dim
+    icfg = ilqr_alg.resolve(ilqr_alg.Config(env=cfg.env, cost=cfg.cost, w_dist=cfg.w_dist, w_ctrl=cfg.w_ctrl,
+                                            final_weight=cfg.final_weight))
     fns = ilqr_alg.planner_fns(env, icfg.cost, icfg.w_dist, icfg.w_ctrl, icfg.final_weight, icfg.action_penalty)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"distill-{cfg.env.replace('/', '_')}-s{cfg.seed}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.save_config(run_dir, cfg, algorithm="distill")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    rng = np.random.default_rng(cfg.seed)
-    key = jax.random.key(cfg.seed)
-    hidden, A = tuple(cfg.hidden), spec.act_dim
-    bar = runs.ProgressBar(len(cfg.train_seeds) + cfg.dagger_rounds + 1, f"distill {cfg.env}", cfg.progress)
-    try:
+    rng, key = np.random.default_rng(cfg.seed), jax.random.key(cfg.seed)
+    hidden = tuple(cfg.hidden)
+    total = (cfg.dagger_rounds + 1) * M * T  # the student's own evaluation steps, as the steps of its rounds
+    with gym_env, runs.Run(cfg, "distill", f"distill-{cfg.env.replace('/', '_')}-s{cfg.seed}", total) as run:
         # 1. one teacher per condition
         teachers, data, teacher_rets = [], [], []
         for i, s in enumerate(cfg.train_seeds):
             key, k = jax.random.split(key)
-            teachers.append(make_teacher(env, gym_env, int(s), fns, T, cfg.teacher_iters, cfg.teacher_noise, k))
-            # 2. the teachers' own (noisy) state distribution, labelled with their action distributions
-            O, M, C, _, _ = rollouts(gym_env, env, teachers[-1], int(s), T, cfg.samples, rng)
-            data.append((O, M, C))
-            _, _, _, r, _ = rollouts(gym_env, env, dict(teachers[-1], cov=0 * teachers[-1]["cov"] + 1e-12 * np.eye(A)),
-                                     int(s), T, 1, rng)
-            teacher_rets.append(r[0])
-            bar.update(i + 1)
+            with run.timer("teachers"):
+                teachers.append(make_teacher(env, gym_env, int(s), fns, T, cfg.teacher_iters, cfg.teacher_noise, k))
+                # 2. the teachers' own (noisy) state distribution, labelled with their action distributions
+                data.append(rollouts(gym_env, env, teachers[-1], int(s), T, cfg.samples, rng)[:3])
+                noiseless = dict(teachers[-1], cov=0 * teachers[-1]["cov"] + 1e-12 * np.eye(A))
+                teacher_rets.append(rollouts(gym_env, env, noiseless, int(s), T, 1, rng)[3][0])
+            run.progress(0, teachers=f"teacher {i + 1}/{M}")
         key, k = jax.random.split(key)
         student = init_student(hidden, spec.obs_dim, A, k)
-        evals = []
         for rnd in range(cfg.dagger_rounds + 1):
             # 3. distill: minimize KL(teacher ‖ student) on all states gathered so far
-            O = jnp.asarray(np.concatenate([d[0] for d in data]), jnp.float32)
-            M = jnp.asarray(np.concatenate([d[1] for d in data]), jnp.float32)
-            C = jnp.asarray(np.concatenate([d[2] for d in data]), jnp.float32)
-            student, loss = distill_step(hidden, A, student, O, M, C, cfg.epochs, cfg.lr)
-            mean = jax.jit(lambda o: gps.policy_mean(hidden, A, student, o))
-            act = lambda o: np.asarray(mean(jnp.asarray(o, jnp.float32)))
-            tr = [rollouts(gym_env, env, teachers[i], int(s), T, 1, rng, act) for i, s in enumerate(cfg.train_seeds)]
-            r_tr = np.array([t_[3][0] for t_ in tr])
-            d_tr = np.array([t_[4][0] for t_ in tr])
-            r_te, d_te = gps.evaluate_global(gym_env, hidden, A, student, gps.conditions(cfg.test_seeds, None), T)
-            step = (rnd + 1) * len(cfg.train_seeds) * T
-            logger.log(step, {"distill/kl": float(loss), "eval/return_mean": float(r_tr.mean()), "eval/return_std": float(r_tr.std()),
-                              "eval/train_success": float((d_tr < cfg.success_dist).mean()),
-                              "eval/test_success": float((d_te < cfg.success_dist).mean()),
-                              "eval/test_return_mean": float(r_te.mean()), "teacher/return_mean": float(np.mean(teacher_rets))})
-            evals.append((step, float(r_tr.mean())))
+            with run.timer("distill"):
+                O, Mu, C = (jnp.asarray(np.concatenate(d), jnp.float32) for d in zip(*data, strict=True))
+                student, loss = distill_step(hidden, A, student, O, Mu, C, cfg.epochs, cfg.lr)
+            act = gps.mean_policy(hidden, A, student)
+            with run.timer("eval"):
+                tr = [rollouts(gym_env, env, teacher, int(s), T, 1, rng, act)
+                      for teacher, s in zip(teachers, cfg.train_seeds, strict=True)]
+                r_te, d_te = gps.evaluate_global(gym_env, hidden, A, student, gps.conditions(cfg.test_seeds, None), T)
+            r_tr, d_tr = np.array([t_[3][0] for t_ in tr]), np.array([t_[4][0] for t_ in tr])
+            step = (rnd + 1) * M * T
+            run.record_eval(step, float(r_tr.mean()), float(r_tr.std()), extra={
+                "distill/kl": float(loss), "eval/train_success": float((d_tr < cfg.success_dist).mean()),
+                "eval/test_success": float((d_te < cfg.success_dist).mean()),
+                "eval/test_return_mean": float(r_te.mean()), "teacher/return_mean": float(np.mean(teacher_rets))})
             # DAgger: the student's own states, labelled by the teacher of each condition
             if rnd < cfg.dagger_rounds:
-                for i, t_ in enumerate(tr):
-                    data.append(t_[:3])
-            bar.update(len(cfg.train_seeds) + rnd + 1, f"KL {float(loss):.3f}  success {float((d_tr < cfg.success_dist).mean()):.2f}")
-        runs.save_checkpoint(run_dir, dict(student=runs.to_host(student), teachers=teachers))
-        runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-    finally:
-        bar.close()
-        logger.close()
-        gym_env.close()
-    rows = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r]
-    return Result(run_dir, len(evals) * len(cfg.train_seeds) * T, rows[-1]["eval/return_mean"], rows[-1]["eval/return_std"],
-                  evals, rows[-1]["eval/train_success"], rows[-1]["eval/test_success"])
+                data.extend(t_[:3] for t_ in tr)
+            run.progress(step, teachers=None,
+                         kl=f"KL {float(loss):.3f}  success {float((d_tr < cfg.success_dist).mean()):.2f}")
+        run.save(step, dict(student=runs.to_host(student), teachers=teachers))
+        return condition_result(run, step)
 
 
 def load_policy(run_dir: str | Path):
     """The student's mean action as `act(obs) -> action`."""
-    cfg = resolve(Config(**flm._plain(runs.load_config(run_dir))))
-    env, spec = make(cfg.env)
-    env.close()
-    student = jax.tree.map(jnp.asarray, runs.load_checkpoint(run_dir)["student"])
-    mean = jax.jit(lambda o: gps.policy_mean(tuple(cfg.hidden), spec.act_dim, student, o))
-    return (lambda o: np.clip(np.asarray(mean(jnp.asarray(o, jnp.float32))), -1, 1)), cfg
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
+    student = runs.load_checkpoint(run_dir)["student"]
+    return gps.mean_policy(cfg.hidden, student["log_std"].shape[-1], student), cfg

@@ -20,8 +20,6 @@ observation with a state-independent log-std, so every KL is analytic.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,8 +33,9 @@ import tyro
 
 from mbrlax import runs
 from mbrlax.algorithms import gps
-from mbrlax.algorithms import lqr_flm as flm
 from mbrlax.algorithms.common import Result as BaseResult
+from mbrlax.algorithms.common import RunOptions, check_positive, fill_preset
+from mbrlax.checkpoint import Leaves
 from mbrlax.envs import jax_envs
 
 DEFAULTS: dict[str, Any] = dict(iterations=300, batch=64, lr=3e-3, success_dist=0.1)
@@ -48,7 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(RunOptions):
     """DnC (partitions > 1) or the single-policy baseline (partitions = 1, kl_weight = 0)."""
 
     env: str = "mbrlax/PointMass-v0"
@@ -86,14 +85,8 @@ class Config:
     env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
     """Constructor arguments of the pure-JAX env (e.g. a fixed target and the range of initial arm angles);
     Python API only."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files."""
+    checkpoint_every: int = 50
+    """Checkpoint every this many iterations (and at the last)."""
 
 
 @dataclass
@@ -104,10 +97,10 @@ class Result(BaseResult):
 def resolve(cfg: Config) -> Config:
     if cfg.env not in jax_envs.JAX_ENVS:
         raise ValueError(f"dnc runs jitted rollouts on known dynamics: '{cfg.env}' is not a pure-JAX env")
-    preset = DEFAULTS | PRESETS.get(cfg.env, {})
-    cfg = dataclasses.replace(cfg, **{k: (preset[k] if getattr(cfg, k) is None else getattr(cfg, k)) for k in DEFAULTS})
+    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.partitions < 1:
         raise ValueError(f"partitions must be ≥ 1, got {cfg.partitions}")
+    check_positive(cfg, "iterations", "batch", "eval_every", "distill_every", "checkpoint_every")
     return cfg
 
 
@@ -229,70 +222,70 @@ def sample_contexts(env: jax_envs.JaxEnv, centers: jax.Array, key: jax.Array, K:
     return pool[idx]
 
 
+def init_policy(hidden: tuple[int, ...], env: jax_envs.JaxEnv, init_log_std: float, key: jax.Array) -> dict:
+    """A Gaussian MLP policy (gps.init_policy's network and normalizer) with a state-independent log-std."""
+    pol = gps.init_policy(hidden, env.obs_dim, env.act_dim, key)
+    return dict(params=pol["params"], obs_mean=pol["obs_mean"], obs_std=pol["obs_std"],
+                log_std=jnp.full(env.act_dim, init_log_std))
+
+
 def train(cfg: Config) -> Result:
     """DnC (or the single-policy baseline) with periodic evaluation of the central policy."""
-    cfg = resolve(cfg)
+    cfg = resolve(runs.prepare(cfg, "dnc", may_change=("iterations",)))
     env = jax_envs.load(cfg.env, **(cfg.env_kwargs or {}))
     T = cfg.horizon or jax_envs.JAX_ENVS[cfg.env][2]
     K, B = cfg.partitions, cfg.batch
     d = DnC(env, T, cfg)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"dnc-{cfg.env.replace('/', '_')}-K{K}-s{cfg.seed}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.save_config(run_dir, cfg, algorithm="dnc")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
+    per_iter = K * B * T  # environment steps per iteration (the same for DnC and the baseline)
     key = jax.random.key(cfg.seed)
     key, k_part, k_pol, k_eval = jax.random.split(key, 4)
     # 1. partition the context space: k-means on sampled initial states
     centers = kmeans(jax.vmap(env.init_state)(jax.random.split(k_part, 2000)), K, k_part) if K > 1 else \
         jnp.zeros((1, env.state_dim))
-    central = gps.init_policy(d.hidden, env.obs_dim, env.act_dim, k_pol)
-    central = dict(params=central["params"], obs_mean=central["obs_mean"], obs_std=central["obs_std"],
-                   log_std=jnp.full(env.act_dim, cfg.init_log_std))
-    stack = lambda c: jax.tree.map(lambda a: jnp.broadcast_to(a, (K, *a.shape)), c)
-    pols = stack(central)
-    opt_state = jax.vmap(d.opt.init)(pols)
     x_eval = jax.vmap(env.init_state)(jax.random.split(k_eval, cfg.eval_contexts))
-    bar = runs.ProgressBar(cfg.iterations, f"dnc K={K} {cfg.env}", cfg.progress)
-    evals: list[tuple[int, float]] = []
-    per_iter = K * B * T  # environment steps per iteration (the same for DnC and the baseline)
-    try:
-        for it in range(1, cfg.iterations + 1):
-            tic = time.perf_counter()
-            key, k_ctx, k_up = jax.random.split(key, 3)
+    stack = lambda c: jax.tree.map(lambda a: jnp.broadcast_to(a, (K, *a.shape)), c)
+    central = init_policy(d.hidden, env, cfg.init_log_std, k_pol)
+    st = dict(key=key, central=central, pols=stack(central), opt=jax.vmap(d.opt.init)(stack(central)))
+    it = 0
+    name = f"dnc-{cfg.env.replace('/', '_')}-K{K}-s{cfg.seed}"
+    with runs.Run(cfg, "dnc", name, cfg.iterations * per_iter) as run:
+        if run.resumed:  # by leaves: check_like does not take the optimizer's tuple of NamedTuples as stored
+            it = int(run.resumed["it"])
+            st = {k: runs.check_like(k, Leaves(jax.tree.leaves(run.resumed[k])), v) for k, v in st.items()}
+        while it < cfg.iterations:
+            it += 1
+            st["key"], k_ctx, k_up = jax.random.split(st["key"], 3)
             # 2. contexts of each partition, 3. local policy-gradient step with the KL penalty
-            x0 = sample_contexts(env, centers, k_ctx, K, B) if K > 1 else jax.vmap(env.init_state)(jax.random.split(k_ctx, B))[None]
-            pols, opt_state, info, O = d.update(pols, opt_state, x0, jnp.ones((K, B)), k_up)
-            row = {"dnc/train_return": float(info["ret"]), "dnc/train_distance": float(info["dist"])}
-            # 4. distill into the central policy and reset the locals to it
-            if K > 1 and (it % cfg.distill_every == 0 or it == cfg.iterations):
-                central, dl = d.distill(central, pols, O)
-                pols = stack(central)
-                opt_state = jax.vmap(d.opt.init)(pols)
-                row["dnc/distill_kl"] = float(dl)
-            elif K == 1:
-                central = jax.tree.map(lambda a: a[0], pols)
-            if it % cfg.eval_every == 0 or it == cfg.iterations:
-                R, dist = d.evaluate(central, x_eval)
-                row.update({"eval/return_mean": float(R.mean()), "eval/return_std": float(R.std()),
-                            "eval/success": float((dist < cfg.success_dist).mean()), "eval/final_distance": float(dist.mean())})
-                evals.append((it * per_iter, float(R.mean())))
-                bar.update(it, f"central return {float(R.mean()):.1f}  success {float((dist < cfg.success_dist).mean()):.2f}")
-            row["time/iteration"] = time.perf_counter() - tic
-            logger.log(it * per_iter, row)
-        runs.save_checkpoint(run_dir, dict(central=runs.to_host(central), centers=np.asarray(centers)))
-        runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-    finally:
-        bar.close()
-        logger.close()
-    rows = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r]
-    return Result(run_dir, cfg.iterations * per_iter, rows[-1]["eval/return_mean"], rows[-1]["eval/return_std"], evals,
-                  rows[-1]["eval/success"])
+            with run.timer("update"):
+                x0 = (sample_contexts(env, centers, k_ctx, K, B) if K > 1
+                      else jax.vmap(env.init_state)(jax.random.split(k_ctx, B))[None])
+                st["pols"], st["opt"], info, O = d.update(st["pols"], st["opt"], x0, jnp.ones((K, B)), k_up)
+                row = {"dnc/train_return": float(info["ret"]), "dnc/train_distance": float(info["dist"])}
+                # 4. distill into the central policy and reset the locals to it
+                if K > 1 and run.due(it, cfg.distill_every, cfg.iterations):
+                    st["central"], dl = d.distill(st["central"], st["pols"], O)
+                    st["pols"], st["opt"] = stack(st["central"]), jax.vmap(d.opt.init)(stack(st["central"]))
+                    row["dnc/distill_kl"] = float(dl)
+                elif K == 1:
+                    st["central"] = jax.tree.map(lambda a: a[0], st["pols"])
+            if run.due(it, cfg.eval_every, cfg.iterations):
+                with run.timer("eval"):
+                    R, dist = d.evaluate(st["central"], x_eval)
+                success = float((dist < cfg.success_dist).mean())
+                run.record_eval(it * per_iter, float(R.mean()), float(R.std()),
+                                extra={**row, "eval/success": success, "eval/final_distance": float(dist.mean())})
+                run.progress(it * per_iter, eval=f"central return {float(R.mean()):.1f}  success {success:.2f}")
+            else:
+                run.log(it * per_iter, {**row, **run.times()})
+                run.progress(it * per_iter)
+            if run.due(it, cfg.checkpoint_every, cfg.iterations):
+                run.save(it * per_iter, dict(st, it=it, centers=np.asarray(centers)))
+        last = [r for r in runs.read_metrics(run.dir) if "eval/success" in r][-1]
+        return run.result(Result, steps=it * per_iter, success=float(last["eval/success"]))
 
 
 def load_policy(run_dir: str | Path):
     """The central policy's mean action as `act(obs) -> action`."""
-    cfg = resolve(Config(**flm._plain(runs.load_config(run_dir))))
-    env = jax_envs.load(cfg.env, **(cfg.env_kwargs or {}))
-    central = jax.tree.map(jnp.asarray, runs.load_checkpoint(run_dir)["central"])
-    mean = jax.jit(lambda o: gps.policy_mean(tuple(cfg.hidden), env.act_dim, central, o))
-    return (lambda o: np.clip(np.asarray(mean(jnp.asarray(o, jnp.float32))), -1, 1)), cfg
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
+    env = jax_envs.load(cfg.env, **(cfg.env_kwargs or {}))  # also checks that the run's env_kwargs still apply
+    return gps.mean_policy(cfg.hidden, env.act_dim, runs.load_checkpoint(run_dir)["central"]), cfg

@@ -34,7 +34,6 @@ Both use the same keys in the same order, so the two give identical Q tables (te
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,7 +46,8 @@ import numpy as np
 import tyro
 
 from mbrlax import runs
-from mbrlax.algorithms.common import Result as BaseResult, fill_preset
+from mbrlax.algorithms.common import Result as BaseResult
+from mbrlax.algorithms.common import RunOptions, fill_preset
 from mbrlax.envs import tabular
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,7 +257,8 @@ def run_tables(tables: tuple, key: jax.Array, *, n: int, alpha: float, gamma: fl
     init = dict(
         key=key, dyna=init_state(num_states, num_actions), s=jnp.asarray(start, jnp.int32),
         t=jnp.zeros((), jnp.int32), episode=jnp.zeros((), jnp.int32), ep_len=jnp.zeros((), jnp.int32),
-        lengths=jnp.zeros(max_episodes, jnp.int32), q_end=jnp.zeros((max_episodes, num_states, num_actions)) if track_greedy else None,
+        lengths=jnp.zeros(max_episodes, jnp.int32),
+        q_end=jnp.zeros((max_episodes, num_states, num_actions)) if track_greedy else None,
         layout_end=jnp.zeros(max_episodes, jnp.int32),
         rewards=jnp.zeros(max_steps, jnp.float32),
     )
@@ -313,7 +314,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(RunOptions):
     """Tabular Dyna-Q. Fields left as None take the preset value of the environment (see PRESETS)."""
 
     env: str = "mbrlax/DynaMaze-v0"
@@ -348,13 +349,9 @@ class Config:
     """An evaluation episode is cut after this many steps (a greedy policy can loop forever in a maze)."""
     env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
     """Keyword arguments for gymnasium.make (e.g. is_slippery=False for FrozenLake); Python API only."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory (created if needed) instead of a new one under run_root."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
+    # A run takes seconds and keeps no resumable state: the Q table is saved once, at the end.
+    resume: Annotated[str | None, tyro.conf.Suppress] = None
+    checkpoint_every: Annotated[int | None, tyro.conf.Suppress] = None
 
 
 @dataclass
@@ -371,7 +368,8 @@ def resolve(cfg: Config) -> Config:
     if cfg.steps <= 0 or (cfg.episodes is not None and cfg.episodes <= 0):
         raise ValueError(f"steps and episodes must be positive, got steps={cfg.steps}, episodes={cfg.episodes}")
     if not 0.0 < cfg.alpha <= 1.0 or not 0.0 <= cfg.gamma <= 1.0 or not 0.0 <= cfg.epsilon <= 1.0:
-        raise ValueError(f"need 0 < alpha ≤ 1, 0 ≤ gamma ≤ 1, 0 ≤ epsilon ≤ 1; got {cfg.alpha}, {cfg.gamma}, {cfg.epsilon}")
+        raise ValueError(f"need 0 < alpha ≤ 1, 0 ≤ gamma ≤ 1, 0 ≤ epsilon ≤ 1; got {cfg.alpha}, {cfg.gamma}, "
+                         f"{cfg.epsilon}")
     if cfg.plus and cfg.prioritized:
         raise ValueError("choose one of --plus (Dyna-Q+) and --prioritized (prioritized sweeping), not both")
     return cfg
@@ -439,86 +437,79 @@ def algorithm_name(cfg: Config) -> str:
 def train(cfg: Config) -> Result:
     """Run Dyna-Q (or Dyna-Q+, prioritized sweeping) on a Discrete Gymnasium env; returns the final
     evaluation of the greedy policy and the run directory."""
+    if cfg.resume is not None:
+        raise runs.RunDirError(f"dyna_q keeps no resumable state (it saves its Q table once, at the end): start a "
+                               f"new run instead of resuming {cfg.resume}")
     cfg = resolve(cfg)
     env, n_s, n_a = make_env(cfg.env, **cfg.env_kwargs)
     eval_env, _, _ = make_env(cfg.env, **cfg.env_kwargs)
     name = algorithm_name(cfg)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"{name}-{cfg.env.replace('/', '_')}-s{cfg.seed}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.save_config(run_dir, cfg, algorithm="dyna_q_plus" if cfg.plus else "dyna_q")  # registry names
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
     hyper = dict(n=cfg.planning_steps, alpha=cfg.alpha, gamma=cfg.gamma, kappa=cfg.kappa, plus=cfg.plus,
                  prioritized=cfg.prioritized, theta=cfg.theta)
-
-    key = jax.random.key(cfg.seed)
-    state = init_state(n_s, n_a)
-    s, _ = env.reset(seed=cfg.seed)
-    t, ep_ret, ep_len, cum = 0, 0.0, 0, 0.0
-    lengths: list[int] = []
-    cum_steps, cum_rewards = [0], [0.0]
-    evals: list[tuple[int, float]] = []
-    bar = runs.ProgressBar(cfg.steps, f"{name} {cfg.env}", cfg.progress)
-    try:
-        while t < cfg.steps and (cfg.episodes is None or len(lengths) < cfg.episodes):
+    registry_name = "dyna_q_plus" if cfg.plus else "dyna_q"  # what `mbrlax eval` and run.json know it by
+    run_name = f"{name}-{cfg.env.replace('/', '_')}-s{cfg.seed}"
+    with env, eval_env, runs.Run(cfg, registry_name, run_name, cfg.steps) as run:
+        key = jax.random.key(cfg.seed)
+        state = init_state(n_s, n_a)
+        s, _ = env.reset(seed=cfg.seed)
+        t, ep_ret, ep_len, cum = 0, 0.0, 0, 0.0
+        lengths: list[int] = []
+        cum_steps, cum_rewards = [0], [0.0]
+        done = False
+        while not done:
             key, k_act, k_learn = jax.random.split(key, 3)
-            # 1. act ε-greedily, observe R and S'
-            a = int(act(state.q[s], k_act, cfg.epsilon))
-            s2, r, terminated, truncated, _ = env.step(a)
-            # 2.-4. direct RL, model learning, planning (or prioritized sweeping)
-            state = learn(state, s, a, float(r), int(s2), bool(terminated), k_learn, **hyper)
+            with run.timer("learn"):
+                # 1. act ε-greedily, observe R and S'
+                a = int(act(state.q[s], k_act, cfg.epsilon))
+                s2, r, terminated, truncated, _ = env.step(a)
+                # 2.-4. direct RL, model learning, planning (or prioritized sweeping)
+                state = learn(state, s, a, float(r), int(s2), bool(terminated), k_learn, **hyper)
             t, ep_ret, ep_len, cum = t + 1, ep_ret + float(r), ep_len + 1, cum + float(r)
             if r != 0:
                 cum_steps.append(t)
                 cum_rewards.append(cum)
             if terminated or truncated:
                 lengths.append(ep_len)
-                logger.log(t, {"train/episode_return": ep_ret, "train/episode_length": ep_len,
-                               "train/episode": len(lengths), "train/cumulative_reward": cum})
+                run.log(t, {"train/episode_return": ep_ret, "train/episode_length": ep_len,
+                            "train/episode": len(lengths), "train/cumulative_reward": cum})
                 ep_ret, ep_len = 0.0, 0
                 s, _ = env.reset(seed=cfg.seed + len(lengths))
             else:
                 s = int(s2)
             done = t >= cfg.steps or (cfg.episodes is not None and len(lengths) >= cfg.episodes)
-            if t % cfg.eval_every == 0 or done:
-                rets = evaluate_greedy(eval_env, np.asarray(state.q), cfg.eval_episodes, 10_000 + cfg.seed,
-                                       cfg.eval_max_steps)
-                evals.append((t, float(np.mean(rets))))
-                logger.log(t, {"eval/return_mean": float(np.mean(rets)), "eval/return_std": float(np.std(rets)),
-                               "train/cumulative_reward": cum})
-                bar.update(t, f"episodes {len(lengths)}  greedy return {np.mean(rets):.2f}")
-            elif t % 100 == 0:
-                bar.update(t, f"episodes {len(lengths)}")
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-        eval_env.close()
-    cum_steps.append(t)
-    cum_rewards.append(cum)
-    q = np.asarray(state.q)
-    runs.save_checkpoint(run_dir, {"q": q, "state": runs.to_host(state), "t": t, "episode_lengths": lengths,
-                                   "config": dataclasses.asdict(cfg)})
-    plot_run(run_dir, lengths, cum_steps, cum_rewards, f"{run_dir.name} (n={cfg.planning_steps})")
-    final = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r][-1]
-    return Result(run_dir, t, final["eval/return_mean"], final["eval/return_std"], evals, lengths, q)
+            if run.due(t, cfg.eval_every) or done:
+                with run.timer("eval"):
+                    rets = evaluate_greedy(eval_env, np.asarray(state.q), cfg.eval_episodes, 10_000 + cfg.seed,
+                                           cfg.eval_max_steps)
+                run.record_eval(t, float(np.mean(rets)), float(np.std(rets)), extra={"train/cumulative_reward": cum})
+            if run.due(t, 100) or done:
+                run.progress(t, episodes=f"episodes {len(lengths)}")
+        cum_steps.append(t)
+        cum_rewards.append(cum)
+        q = np.asarray(state.q)
+        run.save(t, {"q": q, "state": state, "episode_lengths": lengths})
+        # curve.png: the book's figures (steps per episode, cumulative reward) instead of the evaluation curve
+        plot_run(run.dir, lengths, cum_steps, cum_rewards, f"{run.dir.name} (n={cfg.planning_steps})")
+        return run.result(Result, steps=t, episode_lengths=lengths, q=q)
+
+
+def _saved(run_dir: str | Path) -> tuple[Config, np.ndarray]:
+    """A run's config and its final Q table."""
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
+    return cfg, np.asarray(runs.load_checkpoint(run_dir)["q"])
 
 
 def load_policy(run_dir: str | Path):
     """The greedy policy of a run's final Q table, as `act(obs) -> action`, plus the config."""
-    saved = runs.load_config(run_dir)
-    cfg = resolve(Config(**saved))
-    q = np.asarray(runs.load_checkpoint(run_dir)["q"])
+    cfg, q = _saved(run_dir)
     return (lambda o: int(np.argmax(q[int(o)]))), cfg
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int = 20_000) -> tuple[float, float]:
     """Mean ± std return of a run's greedy policy (for `mbrlax eval`, whose `envs.make` rejects Discrete
     spaces); episodes are cut at the run's `eval_max_steps`."""
-    act_fn, cfg = load_policy(run_dir)
+    cfg, q = _saved(run_dir)
     env, _, _ = make_env(cfg.env, **cfg.env_kwargs)
-    q = np.asarray(runs.load_checkpoint(run_dir)["q"])
-    try:
+    with env:
         rets = evaluate_greedy(env, q, episodes, seed, cfg.eval_max_steps)
-    finally:
-        env.close()
     return float(np.mean(rets)), float(np.std(rets))

@@ -31,8 +31,7 @@ controllers stop exploring. The input normalizer is fitted at the first S-step a
 
 from __future__ import annotations
 
-import dataclasses
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,7 +47,14 @@ import tyro
 from mbrlax import runs
 from mbrlax.agents.nets import MLP
 from mbrlax.algorithms import lqr_flm as flm
-from mbrlax.algorithms.common import Result as BaseResult
+from mbrlax.algorithms.common import RunOptions, check_positive, fill_preset
+from mbrlax.algorithms.local_common import (
+    ConditionOptions,
+    ConditionResult,
+    CostOptions,
+    LocalStepOptions,
+    condition_result,
+)
 from mbrlax.envs.make import make
 from mbrlax.planning import ilqr as il
 
@@ -78,52 +84,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(LocalStepOptions, ConditionOptions, CostOptions, RunOptions):
     """MDGPS. Fields left as None take the preset of the environment (PRESETS), else DEFAULTS."""
 
     env: str = "Reacher-v5"
     """Gymnasium id with a fixed horizon and the reach observation layout (last 2 entries: fingertip − target)."""
     seed: int = 0
     """Seed of controller noise, GMM and policy initialization."""
-    iterations: int | None = None
-    """MDGPS iterations."""
-    samples: int | None = None
-    """Trajectories per condition per iteration."""
-    kl_step: float | None = None
-    """Base KL bound per time step of the C-step (ε = kl_step × multiplier × T)."""
-    init_var: float | None = None
-    """Variance of the initial local controllers."""
-    cost: str | None = None
-    """Differentiable cost (see lqr_flm.COSTS)."""
-    w_dist: float | None = None
-    """Weight of the distance term of the cost."""
-    w_ctrl: float | None = None
-    """Weight of the control term of the cost."""
-    final_weight: float | None = None
-    """Multiplier of the distance term at the final state."""
-    success_dist: float | None = None
-    """Success: the global policy's final distance to the target is below this."""
-    train_seeds: tuple[int, ...] | None = None
-    """Reset seeds of the training conditions."""
-    test_seeds: tuple[int, ...] | None = None
-    """Reset seeds of the unseen conditions used only for evaluation."""
     train_qpos: Annotated[tuple[tuple[float, ...], ...] | None, tyro.conf.Suppress] = None
     """MuJoCo only: the training conditions' joint positions (one per train seed), set at rest after the reset;
     () keeps the env's own reset of each seed (None: the preset's). Python API and presets only."""
     test_qpos: Annotated[tuple[tuple[float, ...], ...] | None, tyro.conf.Suppress] = None
     """MuJoCo only: the unseen conditions' joint positions (one per test seed)."""
-    regression: str = "bayes"
-    """Local dynamics fit: 'plain' or 'bayes' (GMM prior shared by all conditions)."""
-    gmm_components: int = 8
-    """Components of the GMM dynamics prior."""
-    prior_strength: float = 1.0
-    """Pseudo-count of the GMM prior."""
-    max_prior_points: int = 20_000
-    """Cap on the (x, u, x') points kept for the GMM (oldest dropped)."""
-    min_step_mult: float = 0.01
-    """Lower bound of the adaptive multiplier of kl_step."""
     max_step_mult: float | None = None
-    """Upper bound of the adaptive multiplier of kl_step."""
+    """Upper bound of the adaptive multiplier of kl_step (None: the preset's, else 10 as the GPS code)."""
     policy_hidden: tuple[int, ...] = (64, 64)
     """Hidden widths of the global policy (the MDGPS reacher policy: 2 layers of 40-100)."""
     policy_lr: float = 1e-3
@@ -144,32 +118,18 @@ class Config:
     precision_cap: float = 2.0
     """Cap each S-step target's precision at this multiple of the median precision (GPS code: its sample weights
     at 2× their median); ≤ 0 keeps the precisions as they are."""
-    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
-    """Keyword arguments for gymnasium.make; Python API and presets only."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint (one per iteration)."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
 
 
-@dataclass
-class Result(BaseResult):
-    train_success: float = 0.0
-    test_success: float = 0.0
+Result = ConditionResult
 
 
 def resolve(cfg: Config) -> Config:
-    preset = DEFAULTS | PRESETS.get(cfg.env, {})
-    cfg = dataclasses.replace(cfg, **{k: (preset[k] if getattr(cfg, k) is None else getattr(cfg, k)) for k in DEFAULTS})
+    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.cost not in flm.COSTS:
         raise ValueError(f"cost must be one of {sorted(flm.COSTS)}, got {cfg.cost!r}")
     if cfg.policy_cov not in ("moment", "precision"):
         raise ValueError(f"policy_cov must be 'moment' or 'precision', got {cfg.policy_cov!r}")
+    check_positive(cfg, "iterations", "samples", "checkpoint_every")
     if not cfg.train_seeds:
         raise ValueError("train_seeds must name at least one initial condition")
     for which in ("train", "test"):
@@ -262,6 +222,12 @@ def cap_precision(prec: jax.Array, cap: float) -> jax.Array:
 _policy_mean_jit = jax.jit(policy_mean, static_argnums=(0, 1))
 
 
+def mean_policy(hidden: tuple[int, ...], act_dim: int, pol: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """`act(obs) -> action`: the policy's mean action for one observation, clipped to the action box."""
+    hidden, pol = tuple(hidden), jax.tree.map(jnp.asarray, pol)
+    return lambda o: np.clip(np.asarray(_policy_mean_jit(hidden, act_dim, pol, jnp.asarray(o, jnp.float32))), -1, 1)
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def linearize_policy(hidden: tuple[int, ...], act_dim: int, pol: dict, X: jax.Array) -> il.LinearGaussianPolicy:
     """π̄_t(u|x) = N(K̄_t x + k̄_t, Σ_π): the global policy's Jacobian at the mean state of each step. X N×(T+1)×S."""
@@ -286,148 +252,116 @@ def evaluate_global(env, hidden, act_dim, pol: dict, conds, T: int) -> tuple[np.
     return np.array(rets), np.array(dists)
 
 
-def _host(tree):
-    return jax.tree.map(np.asarray, tree)
+def on_policy_sampler(hidden: tuple[int, ...], pol: dict, rng: np.random.Generator) -> Callable:
+    """`act(obs, t)` of the global policy with its covariance, N(π_θ(x), Σ_π), for on-policy MDGPS samples."""
+    act_dim = pol["cov"].shape[-1]
+    chol = np.linalg.cholesky(np.asarray(pol["cov"], np.float64) + 1e-6 * np.eye(act_dim))
+    pol32 = jax.tree.map(jnp.asarray, pol)
+    return lambda o, t: (np.asarray(_policy_mean_jit(hidden, act_dim, pol32, jnp.asarray(o, jnp.float32)), np.float64)
+                         + chol @ rng.normal(size=act_dim))
+
+
+def s_step_targets(ls: flm.LocalStep, marginal_states: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """The S-step's states, target means and precisions P×S, P×A, P×A×A from the new local controller p_i: the
+    sample states, plus `marginal_states` per step drawn from p_i's own Gaussian state marginals (propagated
+    through the fitted dynamics: E_{p_i(x_t)} is the S-step's expectation, and the spread teaches the network the
+    local feedback gains that a few samples alone do not show)."""
+    new = ls.update.policy
+    T, A, S = new.K.shape
+    Xs = ls.X[:, :-1]
+    if marginal_states > 0:
+        mu_x, sig_x, _, _ = il.forward_marginals(ls.dyn, new, ls.mu0, ls.sigma0)
+        L = jnp.linalg.cholesky(sig_x[:-1] + 1e-9 * jnp.eye(S))
+        z = jnp.asarray(rng.normal(size=(marginal_states, T, S)))
+        Xs = jnp.concatenate([Xs, mu_x[None, :-1] + jnp.einsum("tij,ntj->nti", L, z)])
+    # clipped to the action box: the env applies the clipped action, and a linear controller's unbounded means
+    # far from the samples would otherwise dominate the regression
+    mean = jnp.clip(jnp.einsum("tas,nts->nta", new.K, Xs) + new.k, -1.0, 1.0)
+    prec = jnp.broadcast_to(new.inv_cov, (Xs.shape[0], T, A, A))
+    return np.asarray(Xs).reshape(-1, S), np.asarray(mean).reshape(-1, A), np.asarray(prec).reshape(-1, A, A)
 
 
 def train(cfg: Config) -> Result:
     """MDGPS from several initial conditions; returns the global policy's final evaluation."""
-    if cfg.resume is not None:
-        saved = runs.load_config(cfg.resume)
-        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
-        if cfg.iterations is not None:
-            keep["iterations"] = cfg.iterations
-        saved.update(run_dir=cfg.resume, resume=cfg.resume, **keep)
-        cfg = Config(**flm._plain(saved))
-    cfg = resolve(cfg)
+    cfg = resolve(runs.prepare(cfg, "gps", may_change=("iterations",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     T, S, A = flm._horizon(spec), spec.obs_dim, spec.act_dim
     M = len(cfg.train_seeds)
     train_conds, test_conds = conditions(cfg.train_seeds, cfg.train_qpos), conditions(cfg.test_seeds, cfg.test_qpos)
     hidden = tuple(cfg.policy_hidden)
-    run, final = flm.cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
+    costs = flm.cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
     fitter = flm.DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed)
+    per_iter = M * cfg.samples * T  # environment steps per iteration
 
-    st = dict(it=0, rng=np.random.default_rng(cfg.seed).bit_generator.state, fitter=None,
-              pol=_host(init_policy(hidden, S, A, jax.random.key(cfg.seed))), step_mult=[1.0] * M, prev=[None] * M)
-    with jax.enable_x64(True):
-        st["local"] = [flm.policy_to_host(il.init_policy(T, S, A, cfg.init_var, dtype=jnp.float64)) for _ in range(M)]
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        payload = runs.load_checkpoint(run_dir)
-        st.update({k: payload[k] for k in st})
-        if st["fitter"] is not None:
+    with env, runs.Run(cfg, "gps", f"gps-{cfg.env.replace('/', '_')}-s{cfg.seed}", cfg.iterations * per_iter) as run:
+        st: dict[str, Any] = dict(it=0, rng=np.random.default_rng(cfg.seed), fitter=fitter.state_dict(),
+                                  pol=runs.to_host(init_policy(hidden, S, A, jax.random.key(cfg.seed))),
+                                  step_mult=[1.0] * M, prev=[None] * M)
+        with jax.enable_x64(True):
+            local0 = flm.policy_to_host(il.init_policy(T, S, A, cfg.init_var, dtype=jnp.float64))
+            st["local"] = [local0] * M  # entries are replaced, never changed in place
+        if run.resumed:
+            st = {k: run.resumed[k] for k in st}
             fitter.load_state_dict(st["fitter"])
-    else:
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"gps-{cfg.env.replace('/', '_')}-s{cfg.seed}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg, algorithm="gps")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(st["it"] * M * cfg.samples * T)
-    rng = np.random.default_rng()
-    rng.bit_generator.state = st["rng"]
-    bar = runs.ProgressBar(cfg.iterations, f"gps {cfg.env}", cfg.progress, st["it"])
-    try:
+        rng = st["rng"]
         while st["it"] < cfg.iterations:
-            tic = time.perf_counter()
             data, row = [], {}
+            on_policy = cfg.sample_on_policy and st["it"] > 0
             with jax.enable_x64(True):
                 for i, (seed, qpos) in enumerate(train_conds):
                     local = flm.policy_from_host(st["local"][i])
                     # 1. samples of condition i: from its local controller, or (on-policy MDGPS, after the first
                     #    iteration) from the global policy with its covariance Σ_π
-                    on_policy = cfg.sample_on_policy and st["it"] > 0
-                    if on_policy:
-                        pol32 = jax.tree.map(jnp.asarray, st["pol"])
-                        chol = np.linalg.cholesky(np.asarray(st["pol"]["cov"], np.float64) + 1e-6 * np.eye(A))
-                        act_fn = lambda o, t: (np.asarray(_policy_mean_jit(hidden, A, pol32, jnp.asarray(o, jnp.float32)),
-                                                          np.float64) + chol @ rng.normal(size=A))
-                        X, U, rets, dists = flm.sample_trajectories(env, None, T, cfg.samples, rng, seed, act_fn=act_fn,
-                                                                    qpos=qpos)
-                    else:
-                        X, U, rets, dists = flm.sample_trajectories(env, local, T, cfg.samples, rng, seed, qpos=qpos)
-                    # 2. local dynamics (the GMM prior pools all conditions' data)
-                    dyn = fitter.fit(X, U)
-                    Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
-                    mu0, sigma0 = flm.initial_state(Xj)
-                    qcost = flm.expand_cost(run, final, Xj, Uj)
-                    # 6. step size of condition i from the last C-step's predicted vs actual improvement
-                    # 3. the global policy linearized around these samples (iteration 1: the old local controller)
-                    if st["it"] == 0:
-                        anchor = local
-                    else:
-                        pol64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), st["pol"])
-                        anchor = linearize_policy(hidden, A, pol64, Xj)
-                    sampler = anchor if on_policy else local  # the controller that produced these samples
-                    if st["prev"][i] is not None:
-                        prev = dict(st["prev"][i], pol=flm.policy_from_host(st["prev"][i]["pol"]))
-                        st["step_mult"][i], _, _ = flm.step_multiplier(
-                            prev, dyn, qcost, sampler, mu0, sigma0, st["step_mult"][i], cfg.min_step_mult, cfg.max_step_mult)
-                    epsilon = cfg.kl_step * st["step_mult"][i] * T
-                    # 4. C-step: KL-constrained LQR towards the (linearized) global policy
-                    up = il.kl_constrained_update(dyn, qcost, anchor, mu0, sigma0, epsilon)
-                    st["prev"][i] = jax.tree.map(np.asarray, dict(dyn=dyn, cost=qcost, pol=flm.policy_to_host(sampler), mu0=mu0,
-                                                                  sigma0=sigma0))
-                    st["local"][i] = flm.policy_to_host(up.policy)
-                    new = up.policy
-                    # targets of the S-step: the new local controller's action distribution at the sample states
-                    Xs = Xj[:, :-1]
-                    if cfg.marginal_states > 0:
-                        # S-step states drawn from p_i's own state marginals (Gaussian, propagated through the fitted
-                        # dynamics): E_{p_i(x_t)} is the S-step's expectation, and the spread teaches the network the
-                        # local feedback gains that 5 samples alone do not show
-                        mu_x, sig_x, _, _ = il.forward_marginals(dyn, new, mu0, sigma0)
-                        L = jnp.linalg.cholesky(sig_x[:-1] + 1e-9 * jnp.eye(S))
-                        z = jnp.asarray(rng.normal(size=(cfg.marginal_states, T, S)))
-                        Xs = jnp.concatenate([Xs, mu_x[None, :-1] + jnp.einsum("tij,ntj->nti", L, z)])
-                    # clipped to the action box: the env applies the clipped action, and a linear controller's
-                    # unbounded means far from the samples would otherwise dominate the regression
-                    mean = jnp.clip(jnp.einsum("tas,nts->nta", new.K, Xs) + new.k, -1.0, 1.0)
-                    prec = jnp.broadcast_to(new.inv_cov, (Xs.shape[0], T, A, A))
-                    data.append((np.asarray(Xs).reshape(-1, S), np.asarray(mean).reshape(-1, A), np.asarray(prec).reshape(-1, A, A)))
-                    row.update({f"gps/cost_c{i}": float(-rets.mean()), f"gps/kl_c{i}": up.kl, f"gps/eps_c{i}": epsilon})
+                    with run.timer("samples"):
+                        X, U, rets, _ = flm.sample_trajectories(
+                            env, None if on_policy else local, T, cfg.samples, rng, seed, qpos=qpos,
+                            act_fn=on_policy_sampler(hidden, st["pol"], rng) if on_policy else None)
+                    with run.timer("c_step"):
+                        # 3. the global policy linearized around these samples (iteration 1: the old local controller)
+                        if st["it"] == 0:
+                            anchor = local
+                        else:
+                            pol64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), st["pol"])
+                            anchor = linearize_policy(hidden, A, pol64, jnp.asarray(X, jnp.float64))
+                        # 2. local dynamics (the GMM prior pools all conditions' data), 6. the step size of
+                        # condition i, 4. C-step: KL-constrained LQR towards the (linearized) global policy
+                        ls = flm.local_step(cfg, fitter, costs, T, X, U, anchor, anchor if on_policy else local,
+                                            st["prev"][i], st["step_mult"][i])
+                        st["prev"][i], st["step_mult"][i] = ls.memory, ls.step_mult
+                        st["local"][i] = flm.policy_to_host(ls.update.policy)
+                        # the S-step's targets: the new local controller's action distribution
+                        data.append(s_step_targets(ls, cfg.marginal_states, rng))
+                    row.update({f"gps/cost_c{i}": float(-rets.mean()), f"gps/kl_c{i}": ls.update.kl,
+                                f"gps/eps_c{i}": ls.epsilon})
             # 5. S-step: fit the global policy to all conditions' local controllers
-            obs = jnp.asarray(np.concatenate([d[0] for d in data]), jnp.float32)
-            tm = jnp.asarray(np.concatenate([d[1] for d in data]), jnp.float32)
-            tp = cap_precision(jnp.asarray(np.concatenate([d[2] for d in data]), jnp.float32), cfg.precision_cap)
-            pol = jax.tree.map(jnp.asarray, st["pol"])
-            pol, loss = fit_policy(hidden, A, pol, obs, tm, tp, cfg.policy_epochs, cfg.policy_lr, cfg.precision_weighting,
-                                   refit_normalizer=st["it"] == 0, cov_rule=cfg.policy_cov)
-            st["pol"] = _host(pol)
-            st["it"] += 1
-            st["rng"] = rng.bit_generator.state
-            st["fitter"] = fitter.state_dict()
+            with run.timer("s_step"):
+                obs, tm, tp = (jnp.asarray(np.concatenate(d), jnp.float32) for d in zip(*data, strict=True))
+                pol, loss = fit_policy(hidden, A, jax.tree.map(jnp.asarray, st["pol"]), obs, tm,
+                                       cap_precision(tp, cfg.precision_cap), cfg.policy_epochs, cfg.policy_lr,
+                                       cfg.precision_weighting, refit_normalizer=st["it"] == 0, cov_rule=cfg.policy_cov)
+            st.update(it=st["it"] + 1, pol=runs.to_host(pol), fitter=fitter.state_dict())
+            step = st["it"] * per_iter
             # evaluate the global policy alone (no local controllers) on training and unseen conditions
-            r_tr, d_tr = evaluate_global(env, hidden, A, pol, train_conds, T)
-            r_te, d_te = evaluate_global(env, hidden, A, pol, test_conds, T)
-            step = st["it"] * M * cfg.samples * T
+            with run.timer("eval"):
+                r_tr, d_tr = evaluate_global(env, hidden, A, pol, train_conds, T)
+                r_te, d_te = evaluate_global(env, hidden, A, pol, test_conds, T)
             row.update({
-                "gps/policy_loss": float(loss), "gps/local_cost": float(np.mean([row[f"gps/cost_c{i}"] for i in range(M)])),
-                "eval/return_mean": float(r_tr.mean()), "eval/return_std": float(r_tr.std()),
-                "eval/train_success": float((d_tr < cfg.success_dist).mean()), "eval/train_distance": float(d_tr.mean()),
-                "eval/test_return_mean": float(r_te.mean()), "eval/test_success": float((d_te < cfg.success_dist).mean()),
-                "eval/test_distance": float(d_te.mean()), "time/iteration": time.perf_counter() - tic,
+                "gps/policy_loss": float(loss),
+                "gps/local_cost": float(np.mean([row[f"gps/cost_c{i}"] for i in range(M)])),
+                "eval/train_success": float((d_tr < cfg.success_dist).mean()),
+                "eval/train_distance": float(d_tr.mean()), "eval/test_return_mean": float(r_te.mean()),
+                "eval/test_success": float((d_te < cfg.success_dist).mean()), "eval/test_distance": float(d_te.mean()),
             })
-            logger.log(step, row)
-            runs.save_checkpoint(run_dir, dict(st))
-            runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-            bar.update(st["it"], f"local {row['gps/local_cost']:.2f}  global train {row['eval/train_success']:.2f} "
-                                 f"test {row['eval/test_success']:.2f}")
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-    rows = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r]
-    last = rows[-1]
-    return Result(run_dir, st["it"] * M * cfg.samples * T, last["eval/return_mean"], last["eval/return_std"],
-                  [(r["step"], r["eval/return_mean"]) for r in rows], last["eval/train_success"], last["eval/test_success"])
+            run.record_eval(step, float(r_tr.mean()), float(r_tr.std()), extra=row)
+            if run.due(st["it"], cfg.checkpoint_every, cfg.iterations):
+                run.save(step, st)
+            run.progress(step, status=f"local {row['gps/local_cost']:.2f}  global train "
+                                      f"{row['eval/train_success']:.2f}  test {row['eval/test_success']:.2f}")
+        return condition_result(run, st["it"] * per_iter)
 
 
 def load_policy(run_dir: str | Path):
     """The global policy's mean action as `act(obs) -> action` (it needs no local controller)."""
-    cfg = resolve(Config(**flm._plain(runs.load_config(run_dir))))
-    env, spec = make(cfg.env, **cfg.env_kwargs)
-    env.close()
-    pol = jax.tree.map(jnp.asarray, runs.load_checkpoint(run_dir)["pol"])
-    act = jax.jit(lambda o: policy_mean(tuple(cfg.policy_hidden), spec.act_dim, pol, o))
-    return (lambda o: np.clip(np.asarray(act(jnp.asarray(o, jnp.float32))), -1, 1)), cfg
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
+    pol = runs.load_checkpoint(run_dir)["pol"]
+    return mean_policy(cfg.policy_hidden, pol["cov"].shape[-1], pol), cfg

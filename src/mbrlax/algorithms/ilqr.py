@@ -20,10 +20,10 @@ is clipped.
 from __future__ import annotations
 
 import dataclasses
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,8 @@ import numpy as np
 
 from mbrlax import runs
 from mbrlax.algorithms import lqr_flm as flm
-from mbrlax.algorithms.common import Result
+from mbrlax.algorithms.common import Result, RunOptions, check_positive, fill_preset
+from mbrlax.algorithms.local_common import CostOptions
 from mbrlax.envs import jax_envs
 from mbrlax.envs.make import make
 from mbrlax.planning import ilqr as il
@@ -50,21 +51,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(CostOptions, RunOptions):
     """iLQR / MPC on a pure-JAX environment's true dynamics. None fields take the preset (PRESETS), else DEFAULTS."""
 
     env: str = "mbrlax/PendulumSwingUp-v0"
     """A pure-JAX environment id (`mbrlax/...`): iLQR needs the known differentiable dynamics."""
     seed: int = 0
     """Seed of the evaluation episodes' initial states and the first plan's initial guess."""
-    cost: str | None = None
-    """'reward' (−the env's reward), 'reach' or 'pendulum' (smooth surrogates, see lqr_flm.COSTS)."""
-    w_dist: float | None = None
-    """Weight of the distance term (reach/pendulum costs)."""
-    w_ctrl: float | None = None
-    """Weight of the control term."""
-    final_weight: float | None = None
-    """Multiplier of the final-state cost."""
     horizon: int | None = None
     """H: planning horizon (steps)."""
     replan_every: int | None = None
@@ -79,14 +72,8 @@ class Config:
     """Weight of the penalty relu(|u| − 1)² that keeps plans inside the action box."""
     eval_episodes: int = 3
     """Episodes to run (the reported return is their mean)."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files."""
+    checkpoint_every: int = 1
+    """Checkpoint every this many episodes (and after the last)."""
 
 
 def resolve(cfg: Config) -> Config:
@@ -94,10 +81,10 @@ def resolve(cfg: Config) -> Config:
         raise ValueError(f"ilqr needs known differentiable dynamics: '{cfg.env}' is not a pure-JAX env (one of "
                          f"{', '.join(sorted(jax_envs.JAX_ENVS))}); for Reacher-v5 use lqr_flm or gps, which fit "
                          f"local models from samples")
-    preset = DEFAULTS | PRESETS.get(cfg.env, {})
-    cfg = dataclasses.replace(cfg, **{k: (preset[k] if getattr(cfg, k) is None else getattr(cfg, k)) for k in DEFAULTS})
+    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.cost not in ("reward", *flm.COSTS):
         raise ValueError(f"cost must be 'reward' or one of {sorted(flm.COSTS)}, got {cfg.cost!r}")
+    check_positive(cfg, "eval_episodes", "checkpoint_every")
     if cfg.horizon < 1 or cfg.replan_every < 0:
         raise ValueError(f"need horizon ≥ 1 and replan_every ≥ 0, got {cfg.horizon} and {cfg.replan_every}")
     return cfg
@@ -192,47 +179,41 @@ class MPC:
 
 
 def train(cfg: Config) -> Result:
-    """Run iLQR-MPC for `eval_episodes` episodes on the true model; log each return."""
-    cfg = resolve(cfg)
+    """Run iLQR-MPC for `eval_episodes` episodes on the true model; log each return. A resume continues with the
+    next episode (an episode is planned from its own start, so nothing of an interrupted one is kept)."""
+    cfg = resolve(runs.prepare(cfg, "ilqr", may_change=("eval_episodes",)))
     env, spec = make(cfg.env)
-    jenv = jax_envs.load(cfg.env)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"ilqr-{cfg.env.replace('/', '_')}-s{cfg.seed}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.save_config(run_dir, cfg, algorithm="ilqr")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    mpc = MPC(jenv, cfg, cfg.seed)
+    mpc = MPC(jax_envs.load(cfg.env), cfg, cfg.seed)
     T = spec.max_episode_steps or 200
-    bar = runs.ProgressBar(cfg.eval_episodes * T, f"ilqr {cfg.env}", cfg.progress)
-    returns, evals = [], []
-    try:
-        for ep in range(cfg.eval_episodes):
-            tic = time.perf_counter()
+    with env, runs.Run(cfg, "ilqr", f"ilqr-{cfg.env.replace('/', '_')}-s{cfg.seed}", cfg.eval_episodes * T) as run:
+        returns: list[float] = []
+        if run.resumed:
+            returns, mpc.key = list(run.resumed["returns"]), run.resumed["key"]
+        while len(returns) < cfg.eval_episodes:
+            ep = len(returns)
             obs, _ = env.reset(seed=cfg.seed + ep)
             mpc.reset()
             ret, done, t = 0.0, False, 0
-            while not done:
-                obs, r, term, trunc, _ = env.step(mpc.act(obs))
-                ret += float(r)
-                done = term or trunc
-                t += 1
-                bar.update(ep * T + t)
+            with run.timer("mpc"):
+                while not done:
+                    # 1. observe the state, 2. plan (or follow the plan), 3. act with its feedback gains
+                    obs, r, term, trunc, _ = env.step(mpc.act(obs))
+                    ret, done, t = ret + float(r), term or trunc, t + 1
+                    run.progress(ep * T + t)
             returns.append(ret)
-            evals.append(((ep + 1) * T, ret))
-            logger.log((ep + 1) * T, {"eval/episode_return": ret, "eval/return_mean": float(np.mean(returns)),
-                                      "eval/return_std": float(np.std(returns)), "time/episode": time.perf_counter() - tic})
-            bar.update((ep + 1) * T, f"return {ret:.1f}")
-        runs.save_checkpoint(run_dir, {"returns": returns})
-        runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-    return Result(run_dir, len(returns) * T, float(np.mean(returns)), float(np.std(returns)), evals)
+            step = (ep + 1) * T
+            run.record_eval(step, float(np.mean(returns)), float(np.std(returns)), extra={"eval/episode_return": ret})
+            if run.due(len(returns), cfg.checkpoint_every, cfg.eval_episodes):
+                run.save(step, {"returns": returns, "key": mpc.key})
+            run.progress(step, ret=f"return {ret:.1f}")
+        # each episode is its own evaluation: `evals` holds the episodes' returns, not their running mean
+        return dataclasses.replace(run.result(steps=len(returns) * T),
+                                   evals=[((i + 1) * T, r) for i, r in enumerate(returns)])
 
 
 def load_policy(run_dir: str | Path):
     """iLQR-MPC as `act(obs) -> action` (it plans at run time; the episode restarts when T steps have passed)."""
-    cfg = resolve(Config(**flm._plain(runs.load_config(run_dir))))
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
     mpc = MPC(jax_envs.load(cfg.env), cfg, cfg.seed)
     T = jax_envs.JAX_ENVS[cfg.env][2]
     counter = {"t": 0}

@@ -22,19 +22,20 @@ Bayesian fit (the GPS code keeps the empirical mean); the dual search is a brack
 
 from __future__ import annotations
 
-import time
-from functools import partial
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
 from mbrlax import runs
-from mbrlax.algorithms.common import Result as BaseResult, fill_preset
+from mbrlax.algorithms.common import Result as BaseResult
+from mbrlax.algorithms.common import RunOptions, check_positive, fill_preset
+from mbrlax.algorithms.local_common import CostOptions, LocalStepOptions
 from mbrlax.envs.make import make, reset_to
 from mbrlax.models import local_linear as ll
 from mbrlax.planning import ilqr as il
@@ -48,7 +49,8 @@ def reach_cost(x: jax.Array, u: jax.Array, w_dist: float = 1.0, w_ctrl: float = 
     return w_dist * jnp.sqrt(jnp.sum(d**2, -1) + alpha) + w_ctrl * jnp.sum(u**2, -1)
 
 
-def pendulum_cost(x: jax.Array, u: jax.Array, w_dist: float = 1.0, w_ctrl: float = 0.001, alpha: float = 0.0) -> jax.Array:
+def pendulum_cost(x: jax.Array, u: jax.Array, w_dist: float = 1.0, w_ctrl: float = 0.001,
+                  alpha: float = 0.0) -> jax.Array:
     """On obs (cos θ, sin θ, θ̇): 2(1 − cos θ) + 0.1 θ̇² + w_ctrl (2u)² (Pendulum-v1's reward, made smooth)."""
     del alpha
     return w_dist * (2 * (1 - x[..., 0]) + 0.1 * x[..., 2] ** 2) + w_ctrl * jnp.sum((2 * u) ** 2, -1)
@@ -73,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(LocalStepOptions, CostOptions, RunOptions):
     """LQR-FLM. Fields left as None take the preset of the environment (PRESETS), else DEFAULTS."""
 
     env: str = "Reacher-v5"
@@ -82,46 +84,6 @@ class Config:
     """Seed of the controller noise and the GMM; the start state is fixed by `start_seed`."""
     start_seed: int = 0
     """Every trajectory starts from env.reset(seed=start_seed): the fixed initial condition."""
-    iterations: int | None = None
-    """LQR-FLM iterations (each: sample, fit, update)."""
-    samples: int | None = None
-    """N: trajectories per iteration."""
-    kl_step: float | None = None
-    """Base KL bound per time step; ε = kl_step × step multiplier × T."""
-    init_var: float | None = None
-    """Variance of the initial zero-mean controller."""
-    cost: str | None = None
-    """Differentiable cost on (obs, action): 'reach' or 'pendulum' (see COSTS)."""
-    w_dist: float | None = None
-    """Weight of the distance term of the cost."""
-    w_ctrl: float | None = None
-    """Weight of the control term of the cost."""
-    final_weight: float | None = None
-    """Multiplier of the distance term at the final state."""
-    regression: str = "bayes"
-    """'plain' linear regression, 'bayes' (normal-inverse-Wishart prior from a GMM on all data) or 'model'
-    (the prior from a global neural model fitted on all data, linearized at each step's samples)."""
-    gmm_components: int = 8
-    """Components of the GMM prior (GPS code: up to 20; few samples per iteration favour fewer)."""
-    prior_strength: float = 1.0
-    """Pseudo-count of the GMM prior (GPS code: strength 1 with a small n0)."""
-    max_prior_points: int = 20_000
-    """Cap on the (x, u, x') points kept for the GMM (oldest dropped)."""
-    min_step_mult: float = 0.01
-    """Lower bound of the adaptive multiplier of kl_step (GPS code: 0.01)."""
-    max_step_mult: float = 10.0
-    """Upper bound of the adaptive multiplier of kl_step (GPS code: 10)."""
-    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
-    """Keyword arguments for gymnasium.make; Python API and presets only."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint (one per iteration)."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
 
 
 @dataclass
@@ -138,6 +100,7 @@ def resolve(cfg: Config) -> Config:
         raise ValueError(f"regression must be one of {', '.join(REGRESSIONS)}, got {cfg.regression!r}")
     if cfg.samples < 2:
         raise ValueError(f"samples must be ≥ 2 to fit dynamics (got {cfg.samples}); use 'bayes' with few samples")
+    check_positive(cfg, "iterations", "checkpoint_every")
     return cfg
 
 
@@ -161,7 +124,7 @@ def sample_trajectories(env, pol: il.LinearGaussianPolicy | None, T: int, n: int
     if pol is not None:
         K, k, chol = (np.asarray(a, np.float64) for a in (pol.K, pol.k, pol.chol))
     Xs, Us, rets, dists = [], [], [], []
-    for i in range(n):
+    for _ in range(n):
         obs = reset_to(env, reset_seed if reset_seed is not None else int(rng.integers(2**31)), qpos)
         X, U, ret = [obs], [], 0.0
         for t in range(T):
@@ -229,16 +192,18 @@ class DynamicsFitter:
         self.points: np.ndarray | None = None
         self.gmm_points = 2048
         self.model_hidden = tuple(model_hidden)
-        self.model = self.model_state = None
+        self.model: Any = None  # the global model of the 'model' prior, made at its first fit
+        self.model_state: Any = None
+        self._saved_model: Any = None  # a checkpointed model state, restored at the next fit
 
     def state_dict(self) -> dict:
-        return dict(points=self.points, key=np.asarray(jax.random.key_data(self.key)),
+        return dict(points=self.points, key=self.key,
                     model_state=None if self.model_state is None else runs.to_host(self.model_state))
 
     def load_state_dict(self, d: dict) -> None:
-        self.points = d["points"]
-        self.key = jax.random.wrap_key_data(jnp.asarray(d["key"]))
-        self.model_state = d.get("model_state")
+        """What `state_dict` gave; the global model's state is rebuilt on its next fit (it needs the model)."""
+        self.points, self.key = d["points"], d["key"]
+        self.model_state, self._saved_model = None, d["model_state"]
 
     def _model_prior(self, Xj: jax.Array, Uj: jax.Array, key: jax.Array) -> ll.NIWPrior:
         from mbrlax.models.ensemble import EnsembleModel
@@ -252,8 +217,12 @@ class DynamicsFitter:
                 self.model = EnsembleModel(s, a, ensemble_size=3, num_elites=3, hidden=self.model_hidden,
                                            probabilistic=False)
             k_init, k_fit = jax.random.split(key)
-            state = self.model.init(k_init) if self.model_state is None else self.model_state
-            zeros = np.zeros(len(x), np.float32)
+            state = self.model_state
+            if state is None:
+                state = self.model.init(k_init)
+                if self._saved_model is not None:  # resumed: the checkpointed model, in this structure
+                    state, self._saved_model = runs.check_like("dynamics prior model", self._saved_model, state), None
+            zeros: np.ndarray = np.zeros(len(x), np.float32)
             self.model_state, _ = fit(self.model, state, Transition(x, u, zeros, nxt, zeros), k_fit,
                                       max_epochs=50, patience=5)
         model, ms = self.model, self.model_state
@@ -284,9 +253,12 @@ def step_multiplier(prev: dict, cur_dyn, cur_cost, cur_pol, mu0, sigma0, step_mu
     """The GPS code's step adaptation: predicted improvement (new controller under the old fit and cost
     expansion) vs actual (under the new ones); mult = predicted / (2 (predicted − actual)), clipped to
     [0.1, 5]. Returns (new multiplier, predicted, actual)."""
-    old_obj = float(il.expected_cost(prev["cost"], *il.forward_marginals(prev["dyn"], prev["pol"], prev["mu0"], prev["sigma0"])))
-    pred_obj = float(il.expected_cost(prev["cost"], *il.forward_marginals(prev["dyn"], cur_pol, prev["mu0"], prev["sigma0"])))
-    act_obj = float(il.expected_cost(cur_cost, *il.forward_marginals(cur_dyn, cur_pol, mu0, sigma0)))
+    def expected(cost: il.QuadCost, dyn: il.LinearDynamics, pol: il.LinearGaussianPolicy, mu0, sigma0) -> float:
+        return float(il.expected_cost(cost, *il.forward_marginals(dyn, pol, mu0, sigma0)))
+
+    old_obj = expected(prev["cost"], prev["dyn"], prev["pol"], prev["mu0"], prev["sigma0"])
+    pred_obj = expected(prev["cost"], prev["dyn"], cur_pol, prev["mu0"], prev["sigma0"])
+    act_obj = expected(cur_cost, cur_dyn, cur_pol, mu0, sigma0)
     predicted, actual = old_obj - pred_obj, old_obj - act_obj
     mult = predicted / (2.0 * max(1e-4, predicted - actual))
     mult = float(np.clip(mult if np.isfinite(mult) else 1.0, 0.1, 5.0))
@@ -301,8 +273,55 @@ def policy_from_host(d: dict) -> il.LinearGaussianPolicy:
     return il.LinearGaussianPolicy(**{k: jnp.asarray(v, jnp.float64) for k, v in d.items()})
 
 
-def _plain(saved: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+def remember(dyn: il.LinearDynamics, cost: il.QuadCost, pol: dict, mu0: jax.Array, sigma0: jax.Array) -> dict:
+    """What the next iteration's step adaptation needs of this one, as host arrays (checkpointable as is)."""
+    host = lambda nt: {k: np.asarray(v) for k, v in nt._asdict().items()}
+    return dict(dyn=host(dyn), cost=host(cost), pol=pol, mu0=np.asarray(mu0), sigma0=np.asarray(sigma0))
+
+
+def recall(prev: dict) -> dict:
+    """`remember`'s dict with its dynamics, cost and controller as the planner's NamedTuples again."""
+    return dict(prev, dyn=il.LinearDynamics(**prev["dyn"]), cost=il.QuadCost(**prev["cost"]),
+                pol=policy_from_host(prev["pol"]))
+
+
+class LocalStep(NamedTuple):
+    """One local step's outcome: the KL-constrained update and what it was computed from."""
+
+    update: il.KLUpdate
+    dyn: il.LinearDynamics
+    X: jax.Array  # the samples N×(T+1)×S in float64
+    mu0: jax.Array
+    sigma0: jax.Array
+    step_mult: float
+    epsilon: float
+    predicted: float
+    actual: float
+    memory: dict  # `remember` of this step, for the next one's step adaptation
+
+
+def local_step(cfg: LocalStepOptions, fitter: DynamicsFitter, costs: tuple[Callable, Callable], T: int, X: np.ndarray,
+               U: np.ndarray, anchor: il.LinearGaussianPolicy, sampler: il.LinearGaussianPolicy, prev: dict | None,
+               step_mult: float) -> LocalStep:
+    """Steps 2-5 of LQR-FLM on samples X, U of the controller `sampler`: fit the local dynamics, expand the cost,
+    adapt the step multiplier from the last step `prev` (None: keep it), and the KL-constrained LQR update that
+    stays within ε of `anchor` (LQR-FLM: the sampler itself; MDGPS: the linearized global policy)."""
+    # 2. fit the time-varying linear-Gaussian dynamics (plain, or with the GMM / global-model prior)
+    dyn = fitter.fit(X, U)
+    Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
+    mu0, sigma0 = initial_state(Xj)
+    # 4. the cost's quadratic expansion around the samples
+    qcost = expand_cost(*costs, Xj, Uj)
+    # 3. step size from the predicted vs actual improvement of the last update
+    predicted = actual = float("nan")
+    if prev is not None:
+        step_mult, predicted, actual = step_multiplier(recall(prev), dyn, qcost, sampler, mu0, sigma0, step_mult,
+                                                       cfg.min_step_mult, cfg.max_step_mult)
+    epsilon = cfg.kl_step * step_mult * T
+    # 5. KL-constrained LQR: dual descent on η, covariance Q_uu⁻¹
+    up = il.kl_constrained_update(dyn, qcost, anchor, mu0, sigma0, epsilon)
+    return LocalStep(up, dyn, Xj, mu0, sigma0, step_mult, epsilon, predicted, actual,
+                     remember(dyn, qcost, policy_to_host(sampler), mu0, sigma0))
 
 
 def _horizon(spec) -> int:
@@ -316,95 +335,55 @@ def _horizon(spec) -> int:
 
 def train(cfg: Config) -> Result:
     """Run LQR-FLM from one fixed start; returns the final controller's return and the run directory."""
-    if cfg.resume is not None:
-        saved = runs.load_config(cfg.resume)
-        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
-        if cfg.iterations is not None:
-            keep["iterations"] = cfg.iterations
-        saved.update(run_dir=cfg.resume, resume=cfg.resume, **keep)
-        cfg = Config(**_plain(saved))
-    cfg = resolve(cfg)
+    cfg = resolve(runs.prepare(cfg, "lqr_flm", may_change=("iterations",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     T, S, A = _horizon(spec), spec.obs_dim, spec.act_dim
-    run, final = cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
+    costs = cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
     fitter = DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed)
+    per_iter = cfg.samples * T  # environment steps per iteration
 
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), env, runs.Run(cfg, "lqr_flm", f"lqr_flm-{cfg.env.replace('/', '_')}-s{cfg.seed}",
+                                             cfg.iterations * per_iter) as run:
         # 0. the initial controller: zero gains, zero mean, variance init_var
-        st = dict(it=0, pol=policy_to_host(il.init_policy(T, S, A, cfg.init_var, dtype=jnp.float64)), step_mult=1.0,
-                  prev=None, rng=np.random.default_rng(cfg.seed).bit_generator.state, costs=[], fitter=None)
-        if cfg.resume is not None:
-            run_dir = Path(cfg.resume)
-            payload = runs.load_checkpoint(run_dir)
-            st.update({k: payload[k] for k in st})
-            if st["fitter"] is not None:
-                fitter.load_state_dict(st["fitter"])
-        else:
-            run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"lqr_flm-{cfg.env.replace('/', '_')}-s{cfg.seed}")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            runs.save_config(run_dir, cfg, algorithm="lqr_flm")
-        logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-        logger.truncate_after(st["it"] * cfg.samples * T)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = st["rng"]
-        bar = runs.ProgressBar(cfg.iterations, f"lqr_flm {cfg.env}", cfg.progress, st["it"])
-        evals: list[tuple[int, float]] = []
-        try:
-            while st["it"] < cfg.iterations:
-                tic = time.perf_counter()
-                pol = policy_from_host(st["pol"])
-                # 1. run the current controller N times from the fixed start
+        pol0 = policy_to_host(il.init_policy(T, S, A, cfg.init_var, dtype=jnp.float64))
+        st: dict[str, Any] = dict(it=0, pol=pol0, step_mult=1.0, prev=None, rng=np.random.default_rng(cfg.seed),
+                                  costs=[], fitter=fitter.state_dict())
+        if run.resumed:
+            st = {k: run.resumed[k] for k in st}
+            fitter.load_state_dict(st["fitter"])
+        rng = st["rng"]
+        while st["it"] < cfg.iterations:
+            pol = policy_from_host(st["pol"])
+            # 1. run the current controller N times from the fixed start
+            with run.timer("samples"):
                 X, U, rets, dists = sample_trajectories(env, pol, T, cfg.samples, rng, cfg.start_seed)
-                # 2. fit the time-varying linear-Gaussian dynamics (plain or with the GMM prior)
-                dyn = fitter.fit(X, U)
-                Xj, Uj = jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)
-                mu0, sigma0 = initial_state(Xj)
-                # 4. the cost's quadratic expansion around the samples
-                qcost = expand_cost(run, final, Xj, Uj)
-                # 3. step size from the predicted vs actual improvement of the last update
-                predicted = actual = float("nan")
-                if st["prev"] is not None:
-                    prev = dict(st["prev"], pol=policy_from_host(st["prev"]["pol"]))
-                    st["step_mult"], predicted, actual = step_multiplier(
-                        prev, dyn, qcost, pol, mu0, sigma0, st["step_mult"], cfg.min_step_mult, cfg.max_step_mult)
-                epsilon = cfg.kl_step * st["step_mult"] * T
-                # 5. KL-constrained LQR: dual descent on η, covariance Q_uu⁻¹
-                up = il.kl_constrained_update(dyn, qcost, pol, mu0, sigma0, epsilon)
-                st["prev"] = dict(dyn=dyn, cost=qcost, pol=st["pol"], mu0=mu0, sigma0=sigma0)
-                st["pol"] = policy_to_host(up.policy)
-                st["it"] += 1
-                st["rng"] = rng.bit_generator.state
-                st["costs"].append(float(-rets.mean()))
-                st["fitter"] = fitter.state_dict()
-                step = st["it"] * cfg.samples * T
-                # evaluate the new controller's mean from the start (deterministic)
+            # 2.-5. fit the local dynamics, expand the cost, adapt the step size, KL-constrained LQR
+            with run.timer("update"):
+                ls = local_step(cfg, fitter, costs, T, X, U, pol, pol, st["prev"], st["step_mult"])
+            up = ls.update
+            st.update(it=st["it"] + 1, prev=ls.memory, pol=policy_to_host(up.policy), step_mult=ls.step_mult,
+                      fitter=fitter.state_dict())
+            st["costs"].append(float(-rets.mean()))
+            step = st["it"] * per_iter
+            # evaluate the new controller's mean from the start (deterministic)
+            with run.timer("eval"):
                 _, _, eval_ret, eval_dist = sample_trajectories(env, up.policy, T, 1, rng, cfg.start_seed, noise=False)
-                evals.append((step, float(eval_ret[0])))
-                logger.log(step, {
-                    "lqr_flm/real_cost": float(-rets.mean()), "lqr_flm/final_distance": float(dists.mean()),
-                    "lqr_flm/kl": up.kl, "lqr_flm/eta": up.eta, "lqr_flm/epsilon": epsilon,
-                    "lqr_flm/step_mult": st["step_mult"], "lqr_flm/predicted_improvement": predicted,
-                    "lqr_flm/actual_improvement": actual, "eval/return_mean": float(eval_ret[0]),
-                    "eval/return_std": 0.0, "eval/final_distance": float(eval_dist[0]),
-                    "time/iteration": time.perf_counter() - tic,
-                })
-                runs.save_checkpoint(run_dir, {**{k: v for k, v in st.items() if k != "prev"},
-                                               "prev": jax.tree.map(np.asarray, st["prev"])})
-                runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-                bar.update(st["it"], f"cost {-rets.mean():.2f}  dist {dists.mean():.3f}  kl {up.kl:.2f}/{epsilon:.2f}")
-        finally:
-            bar.close()
-            logger.close()
-            env.close()
-    rows = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r]
-    evals = [(r["step"], r["eval/return_mean"]) for r in rows]
-    return Result(run_dir, st["it"] * cfg.samples * T, rows[-1]["eval/return_mean"], 0.0, evals, list(st["costs"]))
+            run.record_eval(step, float(eval_ret[0]), 0.0, extra={
+                "lqr_flm/real_cost": float(-rets.mean()), "lqr_flm/final_distance": float(dists.mean()),
+                "lqr_flm/kl": up.kl, "lqr_flm/eta": up.eta, "lqr_flm/epsilon": ls.epsilon,
+                "lqr_flm/step_mult": ls.step_mult, "lqr_flm/predicted_improvement": ls.predicted,
+                "lqr_flm/actual_improvement": ls.actual, "eval/final_distance": float(eval_dist[0])})
+            if run.due(st["it"], cfg.checkpoint_every, cfg.iterations):
+                run.save(step, st)
+            run.progress(step, cost=f"cost {-rets.mean():.2f}  dist {dists.mean():.3f}  "
+                                    f"kl {up.kl:.2f}/{ls.epsilon:.2f}")
+        return run.result(Result, steps=st["it"] * per_iter, costs=list(st["costs"]))
 
 
 def load_policy(run_dir: str | Path):
     """The final controller's mean u_t = K_t x + k_t as `act(obs) -> action`; the time index advances with each
     call and wraps at T (one call per environment step, as `mbrlax eval` does)."""
-    cfg = resolve(Config(**_plain(runs.load_config(run_dir))))
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
     pol = runs.load_checkpoint(run_dir)["pol"]
     K, k = pol["K"], pol["k"]
     T = K.shape[0]

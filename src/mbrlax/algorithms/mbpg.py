@@ -18,53 +18,36 @@ Details: rollouts of length H start from states sampled uniformly from D and are
 learned value V(s_H) through GAE; each step uses one randomly chosen ensemble member (`member_mode='step'`,
 as ME-TRPO does), so with `ensemble_size=1` it is the plain single-model v2.5. K iterations are one
 `lax.scan` (one device call per round). The reward is the known one where mbrlax has it.
-ME-TRPO (metrpo.py) is this loop with TRPO plus validation across the members to decide when to stop.
+ME-TRPO (metrpo.py) is this loop with TRPO plus validation across the members to decide when to stop; steps 1
+and 2, the evaluation and the checkpoints are model_loop.Rounds, shared with bptt.py and metrpo.py.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
 from mbrlax import runs
 from mbrlax.agents.ppo import PG_METHODS, PGState, PolicyGradient, model_rollout, rollout_to_batch
-from mbrlax.algorithms.bptt import (
-    Loop,
-    Result,
-    collect_episodes,
-    env_functions,
-    fit_model,
-    jnp_act,
-    load_saved,
-    make_model,
-    resolve_with,
+from mbrlax.algorithms import model_loop
+from mbrlax.algorithms.common import Result
+from mbrlax.algorithms.model_loop import (
+    LoopOptions,
+    Rounds,
+    model_and_fns,
+    upgrade_legacy,  # noqa: F401 (for `mbrlax checkpoint convert`)
 )
 from mbrlax.envs.make import make
 from mbrlax.models.ensemble import EnsembleModel, ModelState
 
 DEFAULTS: dict[str, Any] = dict(
-    steps=20_000,
-    init_steps=1000,
-    steps_per_round=1000,
-    iterations_per_round=20,
-    horizon=100,
-    rollouts=64,
-    gamma=0.99,
-    lam=0.95,
-    lr=3e-4,
-    max_kl=0.01,
-    model_hidden=(200, 200, 200),
-    ensemble_size=5,
-    eval_episodes=5,
-    env_kwargs={},
+    model_loop.DEFAULTS, iterations_per_round=20, horizon=100, rollouts=64, lam=0.95, lr=3e-4, max_kl=0.01,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -87,91 +70,49 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
-    """v2.5 (policy gradient on model rollouts). Fields left as None take the env's preset, else DEFAULTS."""
+class PGOptions(LoopOptions):
+    """The policy-gradient settings mbpg and metrpo share (agents/ppo.py)."""
 
-    env: str = "Pendulum-v1"
-    """Gymnasium environment id (Box observations and actions)."""
-    pg: str = "ppo"
-    """Policy-gradient method on the model rollouts: reinforce (with a value baseline), ppo or trpo."""
-    seed: int = 0
-    """Seed of everything: two runs with the same seed are identical."""
-    steps: int | None = None
-    """Total real environment steps, including the initial random exploration."""
-    init_steps: int | None = None
-    """Steps of uniformly random actions before the first model fit (whole episodes)."""
-    steps_per_round: int | None = None
-    """Real steps collected by the policy per round (whole episodes; at least this many)."""
-    iterations_per_round: int | None = None
-    """K: policy-gradient iterations per round (each on fresh model rollouts), no real data in between."""
-    horizon: int | None = None
-    """H: model rollout length; V(s_H) bootstraps the truncated rest through GAE."""
     rollouts: int | None = None
     """Rollouts (start states from D) per iteration: an iteration has H × rollouts samples."""
-    gamma: float | None = None
-    """Discount."""
     lam: float | None = None
     """GAE λ."""
-    lr: float | None = None
-    """Policy learning rate (REINFORCE and PPO; TRPO uses max_kl)."""
     max_kl: float | None = None
-    """TRPO's trust region δ on the mean KL."""
-    model_hidden: tuple[int, ...] | None = None
-    """Hidden widths of each model member."""
-    ensemble_size: int | None = None
-    """Model members; rollouts pick a random member per step (1: a single model)."""
-    eval_episodes: int | None = None
-    """Deterministic evaluation episodes after every round."""
-    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
-    """Keyword arguments for gymnasium.make; Python API and presets only."""
-    epochs: int = 10
-    """PPO epochs over each iteration's samples."""
-    minibatches: int = 16
-    """PPO (and value-fit) minibatches per epoch."""
+    """TRPO's trust region δ on the mean KL (ME-TRPO paper: 0.01)."""
     value_epochs: int = 10
     """Value-baseline epochs per iteration."""
+    minibatches: int = 16
+    """Minibatches per PPO and value-fit epoch."""
+    init_log_std: float = -0.5
+    """Initial log σ of the Gaussian policy."""
+
+
+@dataclass
+class Config(PGOptions):
+    """v2.5 (policy gradient on model rollouts). Fields left as None take the env's preset, else DEFAULTS."""
+
+    pg: str = "ppo"
+    """Policy-gradient method on the model rollouts: reinforce (with a value baseline), ppo or trpo."""
+    iterations_per_round: int | None = None
+    """K: policy-gradient iterations per round (each on fresh model rollouts), no real data in between."""
+    lr: float | None = None
+    """Policy learning rate (REINFORCE and PPO; TRPO uses max_kl)."""
+    epochs: int = 10
+    """PPO epochs over each iteration's samples."""
     pg_steps: int = 1
     """REINFORCE full-batch gradient steps per iteration."""
     clip_eps: float = 0.2
     """PPO clip range ε."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient (REINFORCE and PPO)."""
-    value_lr: float = 1e-3
-    """Learning rate of the value baseline."""
-    init_log_std: float = -0.5
-    """Initial log σ of the Gaussian policy."""
     member_mode: str = "step"
     """Ensemble member per rollout step: 'step' (one random member per step), 'sample' or 'mean'."""
-    probabilistic: bool = False
-    """Gaussian-NLL model instead of MSE."""
-    use_known_reward: bool = True
-    """Use mbrlax's known reward function when it has one (else the model's reward head)."""
-    policy_hidden: tuple[int, ...] = (64, 64)
-    """Hidden widths of the policy (and value) networks."""
-    model_lr: float = 1e-3
-    model_batch_size: int = 256
-    model_max_epochs: int = 100
-    """At most this many epochs per model fit (warm-started from the last fit)."""
-    model_patience: int = 5
-    """Stop a fit after this many epochs without a 1 % holdout improvement."""
-    holdout_ratio: float = 0.2
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
 
 
 def resolve(cfg: Config) -> Config:
-    cfg = resolve_with(cfg, DEFAULTS, PRESETS)
+    cfg = model_loop.resolve(cfg, DEFAULTS, PRESETS)
     if cfg.pg not in PG_METHODS:
         raise ValueError(f"--pg must be one of {', '.join(PG_METHODS)}, got {cfg.pg!r}")
-    if cfg.member_mode not in ("step", "sample", "mean"):
-        raise ValueError(f"member_mode must be 'step', 'sample' or 'mean', got {cfg.member_mode!r}")
     if cfg.horizon * cfg.rollouts < cfg.minibatches:
         raise ValueError(f"horizon × rollouts = {cfg.horizon * cfg.rollouts} samples is fewer than minibatches="
                          f"{cfg.minibatches}; raise rollouts or lower minibatches")
@@ -212,10 +153,8 @@ def improve(agent: PolicyGradient, state: PGState, model: EnsembleModel, model_s
 def collect_act(agent: PolicyGradient, state: PGState, np_rng: np.random.Generator):
     """Exploration policy for real data: a Gaussian sample (host noise, so a run is reproducible), clipped."""
     mean_fn = jax.jit(lambda p, o: agent.policy_net.apply(p, o))
-    std = None
 
     def act(o: np.ndarray) -> np.ndarray:
-        nonlocal std
         mean, log_std = mean_fn(state.policy, jnp.asarray(o[None], jnp.float32))
         std = np.exp(np.asarray(log_std))
         return np.clip(np.asarray(mean)[0] + std * np_rng.standard_normal(std.shape), -1.0, 1.0)
@@ -223,73 +162,32 @@ def collect_act(agent: PolicyGradient, state: PGState, np_rng: np.random.Generat
     return act
 
 
-def train(cfg: Config) -> Result:
-    """Train v2.5 (REINFORCE / PPO / TRPO on model rollouts); returns the final evaluation and the run dir."""
-    cfg = resolve(load_saved(Config, cfg) if cfg.resume is not None else cfg)
-    env, spec = make(cfg.env, **cfg.env_kwargs)
-    eval_env, _ = make(cfg.env, **cfg.env_kwargs)
-    reward_fn, term_fn = env_functions(cfg.env, env, cfg.use_known_reward, cfg.env_kwargs)
-    model = make_model(cfg, spec.obs_dim, spec.act_dim, learn_termination=term_fn is None)
-    agent = make_agent(cfg, spec.obs_dim, spec.act_dim, cfg.pg)
-    loop = Loop(cfg, "mbpg", spec.obs_dim, spec.act_dim)
-    k_model, k_agent = jax.random.split(jax.random.key(cfg.seed + 1))
-    model_state, agent_state = model.init(k_model), agent.init(k_agent)
-    if cfg.resume is not None:
-        parts = loop.restore({"model": model_state, "agent": agent_state})
-        model_state, agent_state = parts["model"], parts["agent"]
-    logger = runs.MetricsLogger(loop.run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(loop.t)
-    mean_act = jax.jit(agent.mean_action)
-    bar = runs.ProgressBar(cfg.steps, f"mbpg-{cfg.pg} {cfg.env}", cfg.progress, loop.t)
-    try:
-        if loop.t == 0:
-            # 1. collect real data with the base policy (uniformly random actions)
-            rand = lambda o: loop.np_rng.uniform(-1, 1, spec.act_dim).astype(np.float32)  # noqa: E731
-            n, loop.episodes, rets = collect_episodes(env, rand, cfg.init_steps, loop.buffer, cfg.seed, loop.episodes)
-            loop.t += n
-            logger.log(loop.t, {"train/episode_return": float(np.mean(rets))})
-        while loop.t < cfg.steps:
-            # 2. fit the model on all of D
-            tic = time.perf_counter()
-            model_state, minfo = fit_model(model, model_state, loop.buffer, loop.next_key(), cfg, loop.model_fitted)
-            loop.model_fitted = True
-            t_model = time.perf_counter() - tic
-            # 3. K policy-gradient iterations on model rollouts from real start states (no new real data)
-            tic = time.perf_counter()
-            data = loop.buffer.all().obs
-            idx = loop.np_rng.integers(0, len(data), (cfg.iterations_per_round, cfg.rollouts))
-            agent_state, infos = improve(agent, agent_state, model, model_state, jnp.asarray(data[idx]),
-                                         loop.next_key(), horizon=cfg.horizon, mode=cfg.member_mode,
-                                         reward_fn=reward_fn, term_fn=term_fn)
-            pinfo = {k: float(np.mean(v)) for k, v in infos.items()}
-            t_policy = time.perf_counter() - tic
-            # 1. run the improved policy and append its transitions to D
-            n, loop.episodes, rets = collect_episodes(env, collect_act(agent, agent_state, loop.np_rng),
-                                                      cfg.steps_per_round, loop.buffer, cfg.seed, loop.episodes)
-            loop.t += n
-            loop.round += 1
-            ret = loop.evaluate(eval_env, jnp_act(mean_act, agent_state.policy), logger, {
-                **{k: v for k, v in minfo.items() if not isinstance(v, list)}, **pinfo,
-                "pg/iterations": cfg.iterations_per_round, "train/episode_return": float(np.mean(rets)),
-                "time/model": t_model, "time/policy": t_policy,
-            })
-            loop.save(model=model_state, agent=agent_state)
-            bar.update(min(loop.t, cfg.steps), f"eval {ret:.1f}  model mse {minfo.get('model/holdout_mse', float('nan')):.3g}")
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-        eval_env.close()
-    return loop.result()
-
-
 def load_policy(run_dir: str | Path):
     """The deterministic (mean) policy of a run's last checkpoint, as `act(obs) -> action`, plus the config."""
-    saved = runs.load_config(run_dir)
-    cfg = resolve(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}))
+    return model_loop.load_policy(run_dir, Config, resolve,
+                                  lambda cfg, env, spec: make_agent(cfg, spec.obs_dim, spec.act_dim, cfg.pg))
+
+
+def train(cfg: Config) -> Result:
+    """Train v2.5 (REINFORCE / PPO / TRPO on model rollouts); returns the final evaluation and the run dir."""
+    cfg = resolve(runs.prepare(cfg, "mbpg", may_change=("steps",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
-    env.close()
+    model, reward_fn, term_fn = model_and_fns(cfg, env, spec.obs_dim, spec.act_dim)
     agent = make_agent(cfg, spec.obs_dim, spec.act_dim, cfg.pg)
-    payload = runs.load_checkpoint(run_dir)
-    state = runs.check_like("agent", payload["agent"], agent.init(jax.random.key(0)))
-    return jnp_act(jax.jit(agent.mean_action), state.policy), cfg
+    with Rounds(cfg, "mbpg", env, model, agent) as loop:
+        # 1. collect real data with the base policy (uniformly random actions)
+        loop.collect_initial(cfg.init_steps)
+        while loop.t < cfg.steps:
+            # 2. fit the model on all of D
+            loop.fit()
+            # 3. K policy-gradient iterations on model rollouts from real start states (no new real data)
+            with loop.run.timer("policy"):
+                loop.agent_state, infos = improve(
+                    agent, loop.agent_state, model, loop.model_state,
+                    loop.starts((cfg.iterations_per_round, cfg.rollouts)), loop.next_key(), horizon=cfg.horizon,
+                    mode=cfg.member_mode, reward_fn=reward_fn, term_fn=term_fn)
+                info = {k: float(np.mean(v)) for k, v in infos.items()}
+            # 1. run the improved policy and append its transitions to D
+            loop.collect(collect_act(agent, loop.agent_state, loop.np_rng), cfg.steps_per_round)
+            loop.end_round({**info, "pg/iterations": cfg.iterations_per_round})
+        return loop.result()

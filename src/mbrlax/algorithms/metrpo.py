@@ -31,45 +31,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
 from mbrlax import runs
 from mbrlax.agents.ppo import PGState, PolicyGradient, model_rollout
-from mbrlax.algorithms.bptt import (
-    Loop,
-    Result,
-    collect_episodes,
-    env_functions,
-    fit_model,
-    jnp_act,
-    load_saved,
-    make_model,
-    resolve_with,
+from mbrlax.algorithms import model_loop
+from mbrlax.algorithms.common import Result
+from mbrlax.algorithms.mbpg import PGOptions, collect_act, improve
+from mbrlax.algorithms.model_loop import (
+    Rounds,
+    model_and_fns,
+    upgrade_legacy,  # noqa: F401 (for `mbrlax checkpoint convert`)
 )
-from mbrlax.algorithms.mbpg import collect_act, improve
 from mbrlax.envs.make import make
 from mbrlax.models.ensemble import EnsembleModel, ModelState
 
 DEFAULTS: dict[str, Any] = dict(
-    steps=20_000,
-    init_steps=1000,
-    steps_per_round=1000,
-    max_iterations=100,
-    validate_every=5,
-    horizon=100,
-    rollouts=64,
-    gamma=0.99,
-    lam=0.95,
-    max_kl=0.01,
-    model_hidden=(200, 200, 200),
-    ensemble_size=5,
-    eval_episodes=5,
-    env_kwargs={},
+    model_loop.DEFAULTS, max_iterations=100, validate_every=5, horizon=100, rollouts=64, lam=0.95, max_kl=0.01,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -92,76 +74,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(PGOptions):
     """ME-TRPO. Fields left as None take the env's preset, else DEFAULTS."""
 
-    env: str = "Pendulum-v1"
-    """Gymnasium environment id (Box observations and actions)."""
-    seed: int = 0
-    """Seed of everything: two runs with the same seed are identical."""
-    steps: int | None = None
-    """Total real environment steps, including the initial random exploration."""
-    init_steps: int | None = None
-    """Steps of uniformly random actions before the first model fit (whole episodes)."""
-    steps_per_round: int | None = None
-    """Real steps collected by the policy per round (whole episodes; at least this many)."""
     max_iterations: int | None = None
     """At most this many TRPO iterations per round, even if validation keeps improving."""
     validate_every: int | None = None
     """Validate the policy in every member after this many TRPO iterations (paper: 5)."""
-    horizon: int | None = None
-    """H: model rollout length; V(s_H) bootstraps the truncated rest through GAE."""
-    rollouts: int | None = None
-    """Rollouts (start states from D) per TRPO iteration."""
-    gamma: float | None = None
-    """Discount."""
-    lam: float | None = None
-    """GAE λ."""
-    max_kl: float | None = None
-    """TRPO step size δ (paper: 0.01)."""
-    model_hidden: tuple[int, ...] | None = None
-    """Hidden widths of each member."""
-    ensemble_size: int | None = None
-    """K, the number of models (paper: 5–20)."""
-    eval_episodes: int | None = None
-    """Deterministic evaluation episodes after every round."""
-    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
-    """Keyword arguments for gymnasium.make; Python API and presets only."""
     threshold: float = 0.7
     """Keep optimizing while at least this fraction of members sees an improvement (paper: 70 %)."""
     patience: int = 3
     """Stop after this many consecutive validations below the threshold."""
     validation_rollouts: int = 64
     """Start states (fixed per round) for the per-member return estimates."""
-    value_lr: float = 1e-3
-    """Learning rate of the value baseline."""
-    value_epochs: int = 10
-    """Value-baseline epochs per TRPO iteration."""
-    minibatches: int = 16
-    """Minibatches per value epoch."""
-    init_log_std: float = -0.5
-    """Initial log σ of the Gaussian policy."""
-    probabilistic: bool = False
-    """Gaussian-NLL members instead of MSE (the paper: deterministic, MSE)."""
-    use_known_reward: bool = True
-    policy_hidden: tuple[int, ...] = (64, 64)
-    """Hidden widths of the policy (and value) networks."""
-    model_lr: float = 1e-3
-    model_batch_size: int = 256
-    model_max_epochs: int = 100
-    """At most this many epochs per model fit (warm-started from the last fit)."""
-    model_patience: int = 5
-    """Stop a fit after this many epochs without a 1 % holdout improvement."""
-    holdout_ratio: float = 0.2
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
 
 
 def make_agent(cfg: Config, obs_dim: int, act_dim: int) -> PolicyGradient:
@@ -173,7 +98,7 @@ def make_agent(cfg: Config, obs_dim: int, act_dim: int) -> PolicyGradient:
 
 
 def resolve(cfg: Config) -> Config:
-    cfg = resolve_with(cfg, DEFAULTS, PRESETS)
+    cfg = model_loop.resolve(cfg, DEFAULTS, PRESETS)
     if not 0.0 < cfg.threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {cfg.threshold}")
     if cfg.patience < 1 or cfg.validate_every < 1 or cfg.max_iterations < cfg.validate_every:
@@ -247,77 +172,42 @@ def optimize_in_ensemble(
     info = {k_: float(np.mean(v)) for k_, v in infos.items()}
     info.update({"metrpo/iterations": iters, "metrpo/validations": len(ratios),
                  "metrpo/last_ratio": ratios[-1] if ratios else float("nan"),
-                 "metrpo/member_return_mean": float(np.mean(prev)), "metrpo/stopped_early": float(iters < max_iterations)})
+                 "metrpo/member_return_mean": float(np.mean(prev)),
+                 "metrpo/stopped_early": float(iters < max_iterations)})
     return state, info, ratios
-
-
-def train(cfg: Config) -> Result:
-    """Train ME-TRPO; returns the final evaluation and the run directory."""
-    cfg = resolve(load_saved(Config, cfg) if cfg.resume is not None else cfg)
-    env, spec = make(cfg.env, **cfg.env_kwargs)
-    eval_env, _ = make(cfg.env, **cfg.env_kwargs)
-    reward_fn, term_fn = env_functions(cfg.env, env, cfg.use_known_reward, cfg.env_kwargs)
-    model = make_model(cfg, spec.obs_dim, spec.act_dim, learn_termination=term_fn is None)
-    agent = make_agent(cfg, spec.obs_dim, spec.act_dim)
-    loop = Loop(cfg, "metrpo", spec.obs_dim, spec.act_dim)
-    k_model, k_agent = jax.random.split(jax.random.key(cfg.seed + 1))
-    model_state, agent_state = model.init(k_model), agent.init(k_agent)
-    if cfg.resume is not None:
-        parts = loop.restore({"model": model_state, "agent": agent_state})
-        model_state, agent_state = parts["model"], parts["agent"]
-    logger = runs.MetricsLogger(loop.run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(loop.t)
-    mean_act = jax.jit(agent.mean_action)
-    bar = runs.ProgressBar(cfg.steps, f"metrpo {cfg.env}", cfg.progress, loop.t)
-    try:
-        if loop.t == 0:
-            # 1. collect real data (uniformly random actions before the first policy exists)
-            rand = lambda o: loop.np_rng.uniform(-1, 1, spec.act_dim).astype(np.float32)  # noqa: E731
-            n, loop.episodes, rets = collect_episodes(env, rand, cfg.init_steps, loop.buffer, cfg.seed, loop.episodes)
-            loop.t += n
-            logger.log(loop.t, {"train/episode_return": float(np.mean(rets))})
-        while loop.t < cfg.steps:
-            # 2. train all models on D
-            model_state, minfo = fit_model(model, model_state, loop.buffer, loop.next_key(), cfg, loop.model_fitted)
-            loop.model_fitted = True
-            # 3.–5. TRPO in the ensemble until validation stops improving
-            data = loop.buffer.all().obs
-            val_starts = jnp.asarray(data[loop.np_rng.integers(0, len(data), cfg.validation_rollouts)])
-            val_key = loop.next_key()
-            validate = lambda s: member_returns(agent, s, model, model_state, val_starts, val_key,  # noqa: E731
-                                                horizon=cfg.horizon, reward_fn=reward_fn, term_fn=term_fn)
-            sample_starts = lambda n: jnp.asarray(data[loop.np_rng.integers(0, len(data), (n, cfg.rollouts))])  # noqa: E731
-            agent_state, pinfo, ratios = optimize_in_ensemble(
-                agent, agent_state, model, model_state, sample_starts, validate, max_iterations=cfg.max_iterations,
-                validate_every=cfg.validate_every, threshold=cfg.threshold, patience=cfg.patience,
-                key=loop.next_key(), horizon=cfg.horizon, reward_fn=reward_fn, term_fn=term_fn,
-            )
-            # 1. collect real samples with the policy
-            n, loop.episodes, rets = collect_episodes(env, collect_act(agent, agent_state, loop.np_rng),
-                                                      cfg.steps_per_round, loop.buffer, cfg.seed, loop.episodes)
-            loop.t += n
-            loop.round += 1
-            ret = loop.evaluate(eval_env, jnp_act(mean_act, agent_state.policy), logger, {
-                **{k: v for k, v in minfo.items() if not isinstance(v, list)}, **pinfo,
-                "metrpo/ratios": ratios, "train/episode_return": float(np.mean(rets)),
-            })
-            loop.save(model=model_state, agent=agent_state)
-            bar.update(min(loop.t, cfg.steps), f"eval {ret:.1f}  iters {pinfo['metrpo/iterations']}")
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-        eval_env.close()
-    return loop.result()
 
 
 def load_policy(run_dir: str | Path):
     """The deterministic (mean) policy of a run's last checkpoint, as `act(obs) -> action`, plus the config."""
-    saved = runs.load_config(run_dir)
-    cfg = resolve(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}))
+    return model_loop.load_policy(run_dir, Config, resolve,
+                                  lambda cfg, env, spec: make_agent(cfg, spec.obs_dim, spec.act_dim))
+
+
+def train(cfg: Config) -> Result:
+    """Train ME-TRPO; returns the final evaluation and the run directory."""
+    cfg = resolve(runs.prepare(cfg, "metrpo", may_change=("steps",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
-    env.close()
+    model, reward_fn, term_fn = model_and_fns(cfg, env, spec.obs_dim, spec.act_dim)
     agent = make_agent(cfg, spec.obs_dim, spec.act_dim)
-    payload = runs.load_checkpoint(run_dir)
-    state = runs.check_like("agent", payload["agent"], agent.init(jax.random.key(0)))
-    return jnp_act(jax.jit(agent.mean_action), state.policy), cfg
+    with Rounds(cfg, "metrpo", env, model, agent) as loop:
+        # 1. collect real data (uniformly random actions before the first policy exists)
+        loop.collect_initial(cfg.init_steps)
+        while loop.t < cfg.steps:
+            # 2. train all models on D
+            loop.fit()
+            # 3.–5. TRPO in the ensemble until validation stops improving (validation: the same start states and
+            # noise all round)
+            with loop.run.timer("policy"):
+                validate = partial(member_returns, agent, model=model, model_state=loop.model_state,
+                                   starts=loop.starts(cfg.validation_rollouts), key=loop.next_key(),
+                                   horizon=cfg.horizon, reward_fn=reward_fn, term_fn=term_fn)
+                loop.agent_state, info, ratios = optimize_in_ensemble(
+                    agent, loop.agent_state, model, loop.model_state, lambda n: loop.starts((n, cfg.rollouts)),
+                    validate, max_iterations=cfg.max_iterations, validate_every=cfg.validate_every,
+                    threshold=cfg.threshold, patience=cfg.patience, key=loop.next_key(), horizon=cfg.horizon,
+                    reward_fn=reward_fn, term_fn=term_fn)
+            # 1. collect real samples with the policy
+            loop.collect(collect_act(agent, loop.agent_state, loop.np_rng), cfg.steps_per_round)
+            loop.end_round({**info, "metrpo/ratios": ratios})
+            loop.run.progress(min(loop.t, cfg.steps), iters=f"iters {info['metrpo/iterations']}")
+        return loop.result()

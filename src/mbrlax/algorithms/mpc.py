@@ -35,9 +35,10 @@ for separate evaluation episodes); the cart-pole observation is PETS's preproces
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,13 +50,11 @@ import numpy as np
 import tyro
 
 from mbrlax import runs
-from mbrlax.algorithms.common import Result
-from mbrlax.data.replay import ReplayBuffer
+from mbrlax.algorithms.common import Result, RunOptions, check_positive
+from mbrlax.algorithms.model_loop import ModelLoop, run_name, upgrade_legacy  # noqa: F401 (mbrlax checkpoint convert)
 from mbrlax.envs import jax_envs, known_fns
 from mbrlax.envs.make import make
-from mbrlax.evaluation import evaluate
 from mbrlax.models.ensemble import EnsembleModel, ModelState
-from mbrlax.models.fit import ModelDivergedError, fit
 from mbrlax.planning import propagation as prop
 from mbrlax.planning import shooting
 
@@ -132,9 +131,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(RunOptions):
     """Fit-then-plan MBRL (v0.5 / v1.0 / v1.5 / PETS). Fields left None take the variant's value, else the
-    env preset's (see PRESETS), else DEFAULTS."""
+    env preset's (see PRESETS), else DEFAULTS. checkpoint_every counts episodes (None: every episode).
+
+    The model fields are PETS's, not common.ModelOptions: a fit here runs a fixed `model_epochs` (PETS's
+    fixed epochs, keeping each member's best on a small holdout) instead of early stopping."""
 
     env: str = "Pendulum-v1"
     """Gymnasium environment id (Box observations and actions); mbrlax/CartPoleSwingUp-v0 is PETS's cart-pole."""
@@ -175,7 +177,9 @@ class Config:
     mppi_temperature: float = 1.0
     """MPPI λ (in units of return)."""
     mppi_noise_std: float = 0.5
+    """MPPI's exploration noise σ on the actions."""
     mppi_smoothing: float = 0.6
+    """MPPI's smoothing of successive noise samples."""
     ensemble_size: int | None = None
     """Members of the 'ensemble' model (PETS: 5)."""
     model_hidden: tuple[int, ...] | None = None
@@ -183,24 +187,19 @@ class Config:
     model_weight_decay: tuple[float, ...] | None = None
     """L2 decay per layer (hidden layers then output), or one value for all."""
     model_lr: float | None = None
+    """Adam learning rate of the model."""
     model_batch_size: int | None = None
+    """Minibatch size of model training, per member."""
     model_epochs: int | None = None
     """Epochs per model fit (PETS: 5); the fit keeps each member's best epoch on a small holdout."""
     holdout_ratio: float = 0.1
+    """Fraction of the data held out to pick each member's best epoch."""
     reward: str | None = None
     """auto (known if mbrlax knows it exactly, else learned) | known | learned."""
     eval_episodes: int = 0
     """Extra evaluation episodes after each fit (0: the planner's own episode is the evaluation, as in PETS)."""
     env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
     """Keyword arguments for gymnasium.make; Python API and presets only."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory (created if needed)."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint (saved after every episode)."""
-    progress: bool = True
-    tensorboard: bool = True
 
 
 def resolve(cfg: Config) -> Config:
@@ -228,9 +227,9 @@ def resolve(cfg: Config) -> Config:
     if cfg.model == "deterministic" and cfg.propagation != "expectation" and cfg.particles > 1:
         raise ValueError("a deterministic single network gives identical particles: use --propagation expectation "
                          "--particles 1 (or --model ensemble)")
-    for name in ("episodes", "horizon", "population", "iterations", "model_epochs"):
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.checkpoint_every is None:
+        cfg = dataclasses.replace(cfg, checkpoint_every=1)
+    check_positive(cfg, "episodes", "horizon", "population", "iterations", "model_epochs", "checkpoint_every")
     if cfg.replan_every < 0:
         raise ValueError(f"replan_every must be ≥ 0 (0: open loop), got {cfg.replan_every}")
     if cfg.planner == "cem" and cfg.elites > cfg.population:
@@ -352,176 +351,76 @@ class Controller:
             self.state = shooting.shift(st, self.replan_every)  # warm start the next plan
         return self.queue.pop(0)
 
-
-def _fresh_state(cfg: Config, model: EnsembleModel, obs_dim: int, act_dim: int, episode_len: int) -> dict:
-    key = jax.random.key(cfg.seed)
-    key, k_model = jax.random.split(key)
-    return dict(
-        episode=0,
-        t=0,
-        key=key,
-        np_rng=np.random.default_rng(cfg.seed),
-        model=model.init(k_model),
-        model_fitted=False,
-        data=ReplayBuffer(cfg.episodes * episode_len, obs_dim, act_dim),
-    )
+    def policy(self, next_key: Callable[[], jax.Array]) -> Callable[[np.ndarray], np.ndarray]:
+        """act(obs), each step planning with the key `next_key()` gives."""
+        return lambda obs: self(obs, next_key())
 
 
-def _checkpoint_payload(st: dict, cfg: Config) -> dict:
-    return dict(
-        config=dataclasses.asdict(cfg),
-        episode=st["episode"],
-        t=st["t"],
-        key=np.asarray(jax.random.key_data(st["key"])),
-        np_rng=st["np_rng"].bit_generator.state,
-        model=runs.to_host(st["model"]),
-        model_fitted=st["model_fitted"],
-        data=st["data"].state_dict(),
-    )
-
-
-def _restore(payload: dict, fresh: dict, cfg: Config) -> dict:
-    saved = payload["config"]
-    for name in ("env", "variant", "model", "ensemble_size", "model_hidden", "seed"):
-        if _plain(getattr(cfg, name)) != _plain(saved.get(name)):
-            raise runs.CheckpointError(
-                f"checkpoint was made with {name}={saved.get(name)!r} but this run has {name}="
-                f"{getattr(cfg, name)!r}; resume with the run's own config (`--resume` alone reads it)."
-            )
-    st = dict(fresh)
-    st.update(episode=int(payload["episode"]), t=int(payload["t"]), model_fitted=payload["model_fitted"])
-    st["key"] = jax.random.wrap_key_data(jnp.asarray(payload["key"]))
-    st["np_rng"].bit_generator.state = payload["np_rng"]
-    st["model"] = runs.check_like("model", payload["model"], fresh["model"])
-    st["data"].load_state_dict(payload["data"])
-    return st
-
-
-def _config_from_saved(saved: dict) -> Config:
-    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+def algorithm_name(cfg: Config) -> str:
+    """The `mbrlax train` name: pets for the PETS variant, else mpc. A resume that names no variant continues
+    the run as whichever of the two made it."""
+    if cfg.resume is not None and cfg.variant == Config.variant and Path(cfg.resume).is_dir():
+        made_by = runs.run_algorithm(cfg.resume)
+        if made_by in ("mpc", "pets"):
+            return made_by
+    return "pets" if cfg.variant == "pets" else "mpc"
 
 
 def train(cfg: Config) -> Result:
     """Run the variant; returns the last evaluation (the last planner episode) and the run directory."""
-    if cfg.resume is not None:
-        saved = runs.load_config(cfg.resume)
-        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
-        if cfg.episodes is not None:
-            keep["episodes"] = cfg.episodes
-        saved.update(run_dir=cfg.resume, resume=cfg.resume, **keep)
-        cfg = _config_from_saved(saved)
-    cfg = resolve(cfg)
-
+    name = algorithm_name(cfg)
+    cfg = resolve(runs.prepare(cfg, name, may_change=("episodes",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     eval_env = make(cfg.env, **cfg.env_kwargs)[0] if cfg.eval_episodes > 0 else None
     episode_len = spec.max_episode_steps or 1000
     model, planner, reward_fn, term_fn = _components(cfg, env, spec)
-    st = _fresh_state(cfg, model, spec.obs_dim, spec.act_dim, episode_len)
-    name = "pets" if cfg.variant == "pets" else "mpc"
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        st = _restore(runs.load_checkpoint(run_dir), st, cfg)
-    else:
-        tag = cfg.variant if name == "mpc" else "pets"
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, f"{tag}-{cfg.env.replace('/', '_')}-s{cfg.seed}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg, algorithm=name)
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(st["t"])
-    evals = [(r["step"], r["eval/return_mean"]) for r in runs.read_metrics(run_dir) if "eval/return_mean" in r] \
-        if (run_dir / "metrics.jsonl").exists() else []
-    bar = runs.ProgressBar(cfg.episodes * episode_len, f"{cfg.variant} {cfg.env}", cfg.progress, st["t"])
     make_controller = partial(
         Controller, model, planner, horizon=cfg.horizon, replan_every=cfg.replan_every, episode_len=episode_len,
         particles=cfg.particles, propagation=cfg.propagation, reward_fn=reward_fn, term_fn=term_fn,
         act_dim=spec.act_dim,
     )
-    last = {}
-    try:
-        while st["episode"] < cfg.episodes:
-            ep = st["episode"]
-            random_episode = ep < cfg.init_episodes
+    total = cfg.episodes * episode_len
+    with runs.Run(cfg, name, run_name(cfg.variant, cfg), total) as run, env, eval_env or contextlib.nullcontext():
+        key, k_model = jax.random.split(jax.random.key(cfg.seed))
+        loop = ModelLoop(run, env, model, seed=cfg.seed, key=key, model_state=model.init(k_model), capacity=total,
+                         fit_kwargs=dict(holdout_ratio=cfg.holdout_ratio, batch_size=cfg.model_batch_size,
+                                         max_epochs=cfg.model_epochs, patience=cfg.model_epochs))
+        while loop.episode < cfg.episodes:
+            random_episode = loop.episode < cfg.init_episodes
             # 2. fit the model on all of D (v0.5: only once, on the random data)
-            if not random_episode and (cfg.refit or not st["model_fitted"]):
-                st["key"], k_fit = jax.random.split(st["key"])
-                try:
-                    st["model"], info = fit(
-                        model, st["model"], st["data"].all(), k_fit, holdout_ratio=cfg.holdout_ratio,
-                        batch_size=cfg.model_batch_size, max_epochs=cfg.model_epochs, patience=cfg.model_epochs,
-                    )
-                    st["model_fitted"] = True
-                    logger.log(st["t"], info)
-                    last["mse"] = info["model/holdout_mse"]
-                except ModelDivergedError as e:
-                    if not st["model_fitted"]:
-                        raise RuntimeError(f"the first model fit diverged ({e}); lower model_lr") from e
-                    logger.log(st["t"], {"model/diverged": 1.0})
+            if not random_episode and (cfg.refit or not loop.model_fitted):
+                loop.fit()
 
-            # 3.–4. one episode: random actions, or the planner's actions (replanning as the variant says)
-            controller = None if random_episode else make_controller(model_state=st["model"])
-            obs, _ = env.reset(seed=cfg.seed + ep)
-            ret, length, done = 0.0, 0, False
-            ep_tic = time.perf_counter()
-            while not done:
-                if controller is None:
-                    action = st["np_rng"].uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
+            # 3.–4. one episode: random actions, or the planner's actions (replanning as the variant says);
+            # 5. aggregate: every real transition joins D
+            controller = None if random_episode else make_controller(model_state=loop.model_state)
+            act = loop.random_action if controller is None else controller.policy(loop.next_key)
+            tic = time.perf_counter()
+            (episode,) = loop.collect(act, 1, log=False)
+            row = {**episode, "train/random": float(random_episode), "time/episode_seconds": time.perf_counter() - tic}
+            if controller is None:
+                run.log(loop.t, row)
+            else:
+                row.update({"time/plan_ms_per_action": 1e3 * controller.plan_seconds / episode["train/episode_length"],
+                            "time/plan_ms_per_plan": 1e3 * controller.plan_seconds / max(controller.plans, 1),
+                            "plan/calls": controller.plans})
+                if eval_env is None:  # the planner's own episode is PETS's learning-curve point
+                    run.record_eval(loop.t, episode["train/episode_return"], 0.0, extra=row)
                 else:
-                    st["key"], k = jax.random.split(st["key"])
-                    action = controller(obs, k)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                # 5. aggregate: every real transition joins D
-                st["data"].add(obs, action, reward, next_obs, float(terminated))
-                ret += float(reward)
-                length += 1
-                obs, done = next_obs, terminated or truncated
-                if (st["t"] + length) % 10 == 0:
-                    bar.update(st["t"] + length)
-            st["t"] += length
-            st["episode"] += 1
-            row = {"train/episode_return": ret, "train/episode_length": length, "train/random": float(random_episode),
-                   "time/episode_seconds": time.perf_counter() - ep_tic}
-            if controller is not None:
-                row["time/plan_ms_per_action"] = 1e3 * controller.plan_seconds / max(length, 1)
-                row["time/plan_ms_per_plan"] = 1e3 * controller.plan_seconds / max(controller.plans, 1)
-                row["plan/calls"] = controller.plans
-                # the planner's own episode is PETS's learning-curve point
-                mean, std = ret, 0.0
-                if eval_env is not None:
-                    c = make_controller(model_state=st["model"])
-                    keys = iter(jax.random.split(jax.random.key(cfg.seed + 7919 * st["episode"]), 1 << 20))
-                    mean, std, _ = evaluate(eval_env, lambda o: c(o, next(keys)), cfg.eval_episodes,
-                                            seed=10_000 + cfg.seed)
-                row.update({"eval/return_mean": mean, "eval/return_std": std})
-                evals.append((st["t"], mean))
-                last["ret"] = mean
-            logger.log(st["t"], row)
-            if controller is not None:
-                runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-            runs.save_checkpoint(run_dir, _checkpoint_payload(st, cfg))
-            status = "  ".join(s for s in (f"episode {st['episode']}/{cfg.episodes}", f"return {ret:.1f}",
-                                           f"model mse {last['mse']:.3g}" if "mse" in last else "") if s)
-            bar.update(st["t"], status)
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-        if eval_env is not None:
-            eval_env.close()
-
-    final = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r]
-    if not final:
-        return Result(run_dir, st["t"], float("nan"), float("nan"), evals)
-    return Result(run_dir, st["t"], final[-1]["eval/return_mean"], final[-1]["eval/return_std"], evals)
-
-
-def _plain(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=list))
+                    keys = iter(jax.random.split(jax.random.key(cfg.seed + 7919 * loop.episode), 1 << 20))
+                    run.evaluate(loop.t, eval_env, make_controller(model_state=loop.model_state).policy(keys.__next__),
+                                 cfg.eval_episodes, seed=10_000 + cfg.seed, extra=row)
+            if run.due(loop.episode, cfg.checkpoint_every, cfg.episodes):
+                run.save(loop.t, loop.state())
+            run.progress(loop.t, episode=f"episode {loop.episode}/{cfg.episodes}",
+                         ret=f"return {episode['train/episode_return']:.1f}")
+        return run.result(steps=loop.t)
 
 
 def load_policy(run_dir: str | Path):
     """The MPC controller of a run's last checkpoint as `act(obs) -> action` (it plans through the checkpointed
     model, replanning as the run did; seeded, so two evaluations agree), plus the config."""
-    cfg = resolve(_config_from_saved(runs.load_config(run_dir)))
+    cfg = resolve(runs.config_from_dict(Config, runs.load_config(run_dir)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     model, planner, reward_fn, term_fn = _components(cfg, env, spec)
     env.close()
@@ -531,4 +430,4 @@ def load_policy(run_dir: str | Path):
                       episode_len=spec.max_episode_steps or 1000, particles=cfg.particles,
                       propagation=cfg.propagation, reward_fn=reward_fn, term_fn=term_fn, act_dim=spec.act_dim)
     keys = iter(jax.random.split(jax.random.key(cfg.seed + 123), 1_000_000))
-    return (lambda o: ctrl(np.asarray(o, np.float32), next(keys))), cfg
+    return ctrl.policy(keys.__next__), cfg

@@ -26,6 +26,9 @@ it is SAC, update for update (tests/algorithms/test_mve.py).
 `dyna_steps` model steps from states sampled from β with the current policy and add those simulated
 transitions to each SAC batch (`dyna_ratio` of it). With `horizon=0, dyna_steps=0` this file is SAC.
 
+The run loop (runs.py, with runs.EnvLoop for the real steps) keeps the run directory, metrics, checkpoints
+and an exact resume; `--resume RUN --steps N` continues a run to N environment steps.
+
 Deviations: the model is MBPO's probabilistic ensemble rather than the paper's single deterministic network;
 each imagined sample uses one random elite member's mean (or a draw from its Gaussian with `model_noise=True`;
 see `model_step_fn`); the learner is SAC, not DDPG; the actor is trained on the real states only.
@@ -34,29 +37,24 @@ see `model_step_fn`); the learner is SAC, not DDPG; the actor is trained on the 
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 from mbrlax import runs
 from mbrlax.agents.nets import tanh_gaussian_sample
-from mbrlax.agents.sac import SAC, SACState
-from mbrlax.algorithms.common import Result, fill_preset
+from mbrlax.agents.sac import SAC, SACState, guarded
+from mbrlax.algorithms import common, mbpo
 from mbrlax.data.replay import ReplayBuffer
-from mbrlax.envs import known_fns
-from mbrlax.envs.make import get_env_state, make, set_env_state
-from mbrlax.evaluation import evaluate
+from mbrlax.envs.make import make
 from mbrlax.models.ensemble import EnsembleModel, ModelState
-from mbrlax.models.fit import ModelDivergedError, fit
 from mbrlax.types import Transition
 
 # step_fn(obs B×D, action B×A, key) -> (next_obs B×D, reward B, terminated B float 0/1)
@@ -155,18 +153,18 @@ def updates(sac: SAC, model: EnsembleModel, term_fn, sac_state: SACState, model_
             n_dyna: int = 0, noise: bool = True) -> tuple[SACState, dict]:
     """G updates on real batches G×B, fused in one `lax.scan`. With `dyna_steps > 0` (generalized Dyna), the
     last `n_dyna` rows of each batch are replaced by transitions simulated `dyna_steps` model steps ahead of
-    the batch's own states with the current policy."""
+    the batch's own states with the current policy. info["guard/rejected"] is the fraction of rejected updates."""
     step_fn = model_step_fn(model, model_state, term_fn, noise)
 
-    def one(state, xs):
-        batch, k = xs
+    def one(state, batch, k):
         if dyna_steps > 0:
             k, k_dyna = jax.random.split(k)
             batch = dyna_batch(sac, state.actor, step_fn, batch, k_dyna, dyna_steps, n_dyna)
         return mve_update(sac, state, batch, step_fn, k, horizon)
 
     keys = jax.random.split(key, batches.obs.shape[0])
-    state, infos = jax.lax.scan(one, sac_state, (batches, keys))
+    # a non-finite update is rejected (the previous state kept), as SAC.update_many does
+    state, infos = jax.lax.scan(lambda s, xs: guarded(one)(s, *xs), sac_state, (batches, keys))
     return state, jax.tree.map(jnp.mean, infos)
 
 
@@ -212,33 +210,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Config:
+class Config(common.OnlineOptions, common.SACOptions, common.ModelOptions, common.RunOptions):
     """MVE-SAC. Fields left as None take the preset value of the environment (see PRESETS), else DEFAULTS."""
 
-    env: str = "Pendulum-v1"
-    """Gymnasium environment id with Box observations and Box actions."""
-    seed: int = 0
-    """Seed of everything: two runs with the same seed are identical."""
-    steps: int | None = None
-    """Total real environment steps, including the initial random exploration."""
-    init_steps: int | None = None
-    """Steps of uniformly random actions before learning starts."""
     horizon: int | None = None
     """H: imagined steps in each critic target (0: plain SAC targets)."""
     model_train_freq: int | None = None
     """Refit the model every this many environment steps."""
     updates_per_step: int | None = None
     """G: gradient updates per environment step."""
-    target_entropy: float | None = None
-    """SAC's entropy target; None gives -dim(A)."""
-    model_hidden: tuple[int, ...] | None = None
-    """Hidden layer widths of each ensemble member."""
     eval_every: int | None = None
     """Evaluate the deterministic policy every this many environment steps."""
-    eval_episodes: int | None = None
-    """Episodes per evaluation."""
-    env_kwargs: Annotated[dict[str, Any] | None, tyro.conf.Suppress] = None
-    """Keyword arguments for gymnasium.make; Python API and presets only."""
     dyna_steps: int = 0
     """Generalized Dyna: model steps ahead of the sampled states for the simulated transitions (0: off)."""
     dyna_ratio: float = 0.5
@@ -247,215 +229,126 @@ class Config:
     """Imagine with draws from the members' Gaussians instead of their means. Off by default, like the paper's
     deterministic model: on Pendulum-v1 the means crossed -200 on 3/3 seeds, the draws on 1/3
     (benchmarks/mve_sac.py)."""
-    ensemble_size: int = 7
-    """Ensemble members."""
-    num_elites: int = 5
-    """Members used for imagination, by holdout error."""
-    model_lr: float = 1e-3
-    model_batch_size: int = 256
-    holdout_ratio: float = 0.2
-    max_holdout: int = 5000
-    model_patience: int = 5
-    """Stop fitting after this many epochs without a 1 % holdout improvement."""
-    model_max_epochs: int | None = None
-    """At most this many epochs per refit (an epoch is at least 20 minibatches, see models/fit.py)."""
-    learn_termination: bool | None = None
-    """Learn a termination head; None: only when mbrlax knows no termination function for the env."""
-    sac_hidden: tuple[int, ...] = (256, 256)
-    sac_lr: float = 3e-4
-    sac_batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005
     replay_size: int = 1_000_000
     """Capacity of the replay buffer."""
-    run_root: str = "runs"
-    """Where run directories are created."""
-    run_dir: str | None = None
-    """Use exactly this run directory (created if needed) instead of a new one under run_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
     checkpoint_every: int | None = None
     """Checkpoint every this many steps; None: at every evaluation."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
 
 
 def resolve(cfg: Config) -> Config:
     """Fill every None from the env's preset, then DEFAULTS; validate ranges."""
-    cfg = fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
+    cfg = common.fill_preset(cfg, PRESETS.get(cfg.env, {}), DEFAULTS)
     if cfg.checkpoint_every is None:
         cfg = dataclasses.replace(cfg, checkpoint_every=cfg.eval_every)
     if cfg.horizon < 0 or cfg.dyna_steps < 0:
         raise ValueError(f"horizon and dyna_steps must be ≥ 0, got {cfg.horizon} and {cfg.dyna_steps}")
     if not 0.0 < cfg.dyna_ratio < 1.0:
         raise ValueError(f"dyna_ratio must be in (0, 1), got {cfg.dyna_ratio}")
-    for name in ("steps", "model_train_freq", "updates_per_step", "eval_every", "init_steps"):
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    common.check_positive(cfg, "steps", "model_train_freq", "updates_per_step", "eval_every", "init_steps",
+                          "checkpoint_every")
     return cfg
 
 
+def _prepare(cfg: Config) -> Config:
+    """`runs.prepare`, and runs made before `model_noise` existed imagined with draws: they go on doing so."""
+    out = runs.prepare(cfg, "mve", may_change=("steps",))
+    if cfg.resume is not None and "model_noise" not in runs.load_config(cfg.resume):
+        out = dataclasses.replace(out, model_noise=True)
+    return out
+
+
 def _components(cfg: Config, obs_dim: int, act_dim: int):
-    term_fn = known_fns.termination_fn(cfg.env)
-    learn_term = cfg.learn_termination if cfg.learn_termination is not None else term_fn is None
-    model = EnsembleModel(obs_dim, act_dim, ensemble_size=cfg.ensemble_size, num_elites=cfg.num_elites,
-                          hidden=cfg.model_hidden, learn_termination=learn_term, lr=cfg.model_lr)
-    sac = SAC(obs_dim, act_dim, hidden=cfg.sac_hidden, lr=cfg.sac_lr, gamma=cfg.gamma, tau=cfg.tau,
-              target_entropy=cfg.target_entropy)
-    return model, sac, (None if learn_term else term_fn)
+    learn_term, term_fn = common.termination(cfg)
+    return common.make_ensemble(cfg, obs_dim, act_dim, learn_term), common.make_sac(cfg, obs_dim, act_dim), term_fn
 
 
-@partial(jax.jit, static_argnames=("sac",))
-def _act(sac: SAC, actor_params: Any, obs: jax.Array, key: jax.Array):
-    key, k = jax.random.split(key)
-    return sac.sample_action(actor_params, obs[None], k)[0], key
+def real_step(run: runs.Run, loop: runs.EnvLoop, sac: SAC, st: dict, t: int, learning: bool) -> None:
+    """One real environment step into D_env (`st["real"]`): SAC's sampled action, uniformly random before
+    learning starts (keys and generator from `st`); a finished episode is logged at t + 1."""
+    with run.timer("env"):
+        if learning:
+            action, st["key"] = mbpo.act(sac, st["sac"].actor, jnp.asarray(loop.obs, jnp.float32), st["key"])
+            action = np.asarray(action)
+        else:
+            action = st["np_rng"].uniform(-1.0, 1.0, sac.act_dim).astype(np.float32)
+        transition, done = loop.step(action, t)
+        st["real"].add(*transition)
+    if done:
+        run.log(t + 1, done)
 
 
-def _plain(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=list))
+def _restore(saved: dict, fresh: dict) -> dict:
+    st = dict(fresh, t=int(saved["t"]), key=saved["key"], np_rng=saved["np_rng"],
+              model_fitted=bool(saved["model_fitted"]), env=saved["env"])
+    st["sac"] = runs.check_like("sac", saved["sac"], fresh["sac"])
+    st["model"] = runs.check_like("model", saved["model"], fresh["model"])
+    try:
+        st["real"].load_state_dict(saved["real"])
+    except (ValueError, KeyError) as e:
+        raise runs.CheckpointError(f"checkpoint replay buffer does not match this run: {e}") from e
+    return st
 
 
-def _load_cfg(run_dir: str | Path) -> Config:
-    saved = runs.load_config(run_dir)
-    saved.setdefault("model_noise", True)  # runs made before the option existed imagined with draws
-    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+# `mbrlax checkpoint convert`: MVE's format-1 (pickle) checkpoints had MBPO's layout without the model buffer
+upgrade_legacy = mbpo.upgrade_legacy
 
 
-def train(cfg: Config) -> Result:
+def train(cfg: Config) -> common.Result:
     """Train MVE-SAC; returns the final evaluation and the run directory."""
-    if cfg.resume is not None:
-        keep = {k: getattr(cfg, k) for k in ("progress", "tensorboard")}
-        if cfg.steps is not None:
-            keep["steps"] = cfg.steps
-        cfg = dataclasses.replace(_load_cfg(cfg.resume), run_dir=cfg.resume, resume=cfg.resume, **keep)
-    cfg = resolve(cfg)
+    cfg = resolve(_prepare(cfg))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     eval_env, _ = make(cfg.env, **cfg.env_kwargs)
     model, sac, term_fn = _components(cfg, spec.obs_dim, spec.act_dim)
-    key = jax.random.key(cfg.seed)
-    key, k_model, k_sac = jax.random.split(key, 3)
-    st: dict[str, Any] = dict(
-        t=0, key=key, np_rng=np.random.default_rng(cfg.seed), sac=sac.init(k_sac), model=model.init(k_model),
-        model_fitted=False, real=ReplayBuffer(cfg.replay_size, spec.obs_dim, spec.act_dim),
-        episode=dict(ret=0.0, len=0, count=0), obs=None, env_state=None,
-    )
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        p = runs.load_checkpoint(run_dir)
-        if _plain(p["config"]["env"]) != cfg.env or p["config"]["seed"] != cfg.seed:
-            raise runs.CheckpointError("the checkpoint was made by a different config; resume with --resume alone")
-        st.update(t=int(p["t"]), key=jax.random.wrap_key_data(jnp.asarray(p["key"])),
-                  sac=runs.check_like("sac", p["sac"], st["sac"]), model=runs.check_like("model", p["model"], st["model"]),
-                  model_fitted=p["model_fitted"], episode=p["episode"], obs=p["obs"], env_state=p["env_state"])
-        st["np_rng"].bit_generator.state = p["np_rng"]
-        st["real"].load_state_dict(p["real"])
-    else:
-        name = f"mve-{cfg.env}-s{cfg.seed}"
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else runs.new_run_dir(cfg.run_root, name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg, algorithm="mve")
-    logger = runs.MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    logger.truncate_after(st["t"])
-    if st["obs"] is None or st["env_state"] is None:
-        st["obs"], _ = env.reset(seed=cfg.seed + st["episode"]["count"])
-    else:
-        env.reset(seed=cfg.seed)
-        set_env_state(env, st["env_state"])
     n_dyna = int(round(cfg.sac_batch_size * cfg.dyna_ratio)) if cfg.dyna_steps > 0 else 0
     mean_act = jax.jit(sac.mean_action)
-    evals = [(r["step"], r["eval/return_mean"]) for r in runs.read_metrics(run_dir) if "eval/return_mean" in r] \
-        if (run_dir / "metrics.jsonl").exists() else []
-    bar = runs.ProgressBar(cfg.steps, f"mve {cfg.env}", cfg.progress, st["t"])
-    timer = dict(env=0.0, model=0.0, policy=0.0)
-    status: dict[str, float] = {}
-    sinfo: dict = {}
 
-    try:
+    def policy(o: np.ndarray) -> np.ndarray:
+        return np.asarray(mean_act(st["sac"].actor, jnp.asarray(o[None], jnp.float32)))[0]
+
+    with runs.Run(cfg, "mve", f"mve-{cfg.env}-s{cfg.seed}", cfg.steps) as run, env, eval_env:
+        key, k_model, k_sac = jax.random.split(jax.random.key(cfg.seed), 3)
+        st = dict(t=0, key=key, np_rng=np.random.default_rng(cfg.seed), sac=sac.init(k_sac), model=model.init(k_model),
+                  model_fitted=False, real=ReplayBuffer(cfg.replay_size, spec.obs_dim, spec.act_dim), env=None)
+        if run.resumed:
+            st = _restore(run.resumed, st)
+        loop = runs.EnvLoop(env, cfg.seed, st["env"])
+        sinfo: dict = {}
+
         while st["t"] < cfg.steps:
             t = st["t"]
             learning = t >= cfg.init_steps
             if learning and (t - cfg.init_steps) % cfg.model_train_freq == 0:
                 # 2. fit the model on all real data (holdout early stopping, elites)
-                tic = time.perf_counter()
                 st["key"], k_fit = jax.random.split(st["key"])
-                try:
-                    st["model"], info = fit(model, st["model"], st["real"].all(), k_fit, holdout_ratio=cfg.holdout_ratio,
-                                            max_holdout=cfg.max_holdout, batch_size=cfg.model_batch_size,
-                                            max_epochs=cfg.model_max_epochs, patience=cfg.model_patience)
-                    st["model_fitted"] = True
-                    logger.log(t, info)
-                    status["mse"] = info["model/holdout_mse"]
-                except ModelDivergedError as e:
-                    if not st["model_fitted"]:
-                        raise RuntimeError(f"the first model fit diverged ({e}); lower model_lr") from e
-                    logger.log(t, {"model/diverged": 1.0})
-                timer["model"] += time.perf_counter() - tic
+                st["model"], st["model_fitted"], info = common.fit_or_keep(
+                    run, t, model, st["model"], st["real"].all(), k_fit, st["model_fitted"], **common.fit_kwargs(cfg))
+                if info:
+                    run.progress(t, mse=f"model mse {info['model/holdout_mse']:.3g}")
 
             # 1. act in the real environment (uniformly random during the initial exploration)
-            tic = time.perf_counter()
-            if learning:
-                action, st["key"] = _act(sac, st["sac"].actor, jnp.asarray(st["obs"], jnp.float32), st["key"])
-                action = np.asarray(action)
-            else:
-                action = st["np_rng"].uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            st["real"].add(st["obs"], action, reward, next_obs, float(terminated))
-            ep = st["episode"]
-            ep["ret"] += float(reward)
-            ep["len"] += 1
-            if terminated or truncated:
-                logger.log(t + 1, {"train/episode_return": ep["ret"], "train/episode_length": ep["len"]})
-                ep.update(ret=0.0, len=0, count=ep["count"] + 1)
-                next_obs, _ = env.reset(seed=cfg.seed + ep["count"])
-            st["obs"] = next_obs
-            timer["env"] += time.perf_counter() - tic
+            real_step(run, loop, sac, st, t, learning)
 
             # 3. G MVE updates (critic on H-step expanded targets; actor and temperature as SAC)
             if learning:
-                tic = time.perf_counter()
-                batches = st["real"].sample(st["np_rng"], (cfg.updates_per_step, cfg.sac_batch_size))
-                st["key"], k = jax.random.split(st["key"])
-                st["sac"], sinfo = updates(sac, model, term_fn, st["sac"], st["model"], batches, k, cfg.horizon,
-                                           cfg.dyna_steps, n_dyna, cfg.model_noise)
-                jax.block_until_ready(st["sac"])
-                timer["policy"] += time.perf_counter() - tic
+                with run.timer("policy"):
+                    batches = st["real"].sample(st["np_rng"], (cfg.updates_per_step, cfg.sac_batch_size))
+                    st["key"], k = jax.random.split(st["key"])
+                    st["sac"], sinfo = updates(sac, model, term_fn, st["sac"], st["model"], batches, k, cfg.horizon,
+                                               cfg.dyna_steps, n_dyna, cfg.model_noise)
+                    jax.block_until_ready(st["sac"])
+                run.rejected(t, float(sinfo["guard/rejected"]))
             st["t"] = t = t + 1
 
-            if t % cfg.eval_every == 0 or t == cfg.steps:
-                mean, std, _ = evaluate(eval_env, lambda o: np.asarray(mean_act(st["sac"].actor, jnp.asarray(o[None])))[0],
-                                        cfg.eval_episodes, seed=10_000 + cfg.seed)
-                evals.append((t, mean))
-                row = {"eval/return_mean": mean, "eval/return_std": std, **{f"time/{k_}": v for k_, v in timer.items()}}
-                row.update({k_: float(v) for k_, v in sinfo.items()})
-                logger.log(t, row)
-                runs.plot_runs([run_dir], run_dir / "curve.png", title=run_dir.name)
-                status["ret"] = mean
-            if t % cfg.checkpoint_every == 0 or t == cfg.steps:
-                st["env_state"] = get_env_state(env)
-                runs.save_checkpoint(run_dir, dict(
-                    config=dataclasses.asdict(cfg), t=st["t"], key=np.asarray(jax.random.key_data(st["key"])),
-                    np_rng=st["np_rng"].bit_generator.state, sac=runs.to_host(st["sac"]),
-                    model=runs.to_host(st["model"]), model_fitted=st["model_fitted"], real=st["real"].state_dict(),
-                    episode=dict(st["episode"]), obs=st["obs"], env_state=st["env_state"]))
+            if run.due(t, cfg.eval_every, cfg.steps):
+                run.evaluate(t, eval_env, policy, cfg.eval_episodes, seed=10_000 + cfg.seed,
+                             extra={k_: float(v) for k_, v in sinfo.items()})
+            if run.due(t, cfg.checkpoint_every, cfg.steps):
+                run.save(t, dict(st, real=st["real"].state_dict(), env=loop.state_dict()))
             if t % 50 == 0 or t == cfg.steps:
-                bar.update(t, "  ".join(s for s in (f"eval {status['ret']:.1f}" if "ret" in status else "",
-                                                    f"model mse {status['mse']:.3g}" if "mse" in status else "") if s))
-    finally:
-        bar.close()
-        logger.close()
-        env.close()
-        eval_env.close()
-    final = [r for r in runs.read_metrics(run_dir) if "eval/return_mean" in r][-1]
-    return Result(run_dir, st["t"], final["eval/return_mean"], final["eval/return_std"], evals)
+                run.progress(t)
+        return run.result()
 
 
 def load_policy(run_dir: str | Path):
     """The deterministic policy of a run's last checkpoint, as `act(obs) -> action`, plus the config."""
-    cfg = resolve(_load_cfg(run_dir))
-    env, spec = make(cfg.env, **cfg.env_kwargs)
-    env.close()
-    _, sac, _ = _components(cfg, spec.obs_dim, spec.act_dim)
-    sac_state = runs.check_like("sac", runs.load_checkpoint(run_dir)["sac"], sac.init(jax.random.key(0)))
-    mean_act = jax.jit(sac.mean_action)
-    return (lambda o: np.asarray(mean_act(sac_state.actor, jnp.asarray(o[None])))[0]), cfg
+    return common.load_sac_policy(run_dir, Config, resolve)

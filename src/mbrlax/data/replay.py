@@ -47,7 +47,7 @@ class ReplayBuffer:
         if batch.reward.ndim == 0:
             batch = Transition(*(x[None] for x in batch))
         n = len(batch.reward)
-        idx = (self.ptr + np.arange(n)) % self.capacity
+        idx: np.ndarray = (self.ptr + np.arange(n)) % self.capacity
         for dst, src in zip(self.data, batch):
             dst[idx] = src
         self.ptr = int((self.ptr + n) % self.capacity)
@@ -63,7 +63,7 @@ class ReplayBuffer:
         """The stored transitions, oldest first."""
         if self.size < self.capacity:
             return Transition(*(x[: self.size] for x in self.data))
-        order = (self.ptr + np.arange(self.capacity)) % self.capacity
+        order: np.ndarray = (self.ptr + np.arange(self.capacity)) % self.capacity
         return Transition(*(x[order] for x in self.data))
 
     def state_dict(self) -> dict:

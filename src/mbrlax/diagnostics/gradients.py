@@ -397,13 +397,24 @@ def print_table(table: dict) -> None:
 
 
 def diagnose_command(argv: list[str]) -> int:
-    """`mbrlax diagnose gradients [options]`."""
-    if not argv or argv[0] != "gradients":
-        print("usage: mbrlax diagnose gradients [--run RUN | --system lq|pendulum] [options]; "
-              "`mbrlax diagnose gradients --help` lists them", file=sys.stderr)
+    """`mbrlax diagnose gradients|compounding|bounds|calibration [options]`."""
+    import importlib
+
+    # subcommand -> (module, its tyro Args dataclass, the function that runs it)
+    commands = {
+        "gradients": ("mbrlax.diagnostics.gradients", "GradientArgs", "run_gradients"),
+        "compounding": ("mbrlax.diagnostics.compounding", "CompoundingArgs", "run_compounding"),
+        "bounds": ("mbrlax.diagnostics.bounds", "BoundsArgs", "run_bounds"),
+        "calibration": ("mbrlax.diagnostics.calibration", "CalibrationArgs", "run_calibration"),
+    }
+    if not argv or argv[0] not in commands:
+        print(f"usage: mbrlax diagnose {{{'|'.join(commands)}}} [options]; "
+              f"`mbrlax diagnose SUBCOMMAND --help` lists its options", file=sys.stderr)
         return 2
-    args = tyro.cli(GradientArgs, args=argv[1:], prog="mbrlax diagnose gradients")
-    table, js, png = run_gradients(args)
-    print_table(table)
+    module, args_cls, run = commands[argv[0]]
+    mod = importlib.import_module(module)
+    args = tyro.cli(getattr(mod, args_cls), args=argv[1:], prog=f"mbrlax diagnose {argv[0]}")
+    table, js, png = getattr(mod, run)(args)
+    mod.print_table(table)
     print(f"wrote {js} and {png}")
     return 0

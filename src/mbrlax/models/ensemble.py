@@ -13,13 +13,16 @@ parameters seen by the optimizer (tests/unit/test_ensemble.py shows they move).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from mbrlax.types import StaticSpec
 
 
 class Normalizer(NamedTuple):
@@ -29,11 +32,11 @@ class Normalizer(NamedTuple):
     std: jax.Array
 
     @staticmethod
-    def identity(dim: int) -> "Normalizer":
+    def identity(dim: int) -> Normalizer:
         return Normalizer(jnp.zeros(dim, jnp.float32), jnp.ones(dim, jnp.float32))
 
     @staticmethod
-    def fit(x: np.ndarray) -> "Normalizer":
+    def fit(x: np.ndarray) -> Normalizer:
         """From data N×D. A constant feature gets std 1 so that it is not blown up."""
         x = np.asarray(x, np.float64)
         std = x.std(0)
@@ -108,7 +111,7 @@ class Prediction(NamedTuple):
     term_logit: jax.Array | None  # E×B
 
 
-class EnsembleModel:
+class EnsembleModel(StaticSpec):
     """The model's static description plus pure functions of a `ModelState`.
 
     Targets are (next_obs - obs, reward). With `probabilistic=False` it is the deterministic MLP fitted by
@@ -147,12 +150,6 @@ class EnsembleModel:
         self.weight_decay = wd if len(wd) == n_layers else (wd[0],) * n_layers
         self.logvar_bound_coef = logvar_bound_coef
         self.optimizer = optax.adam(lr)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._spec == self._spec
-
-    def __hash__(self) -> int:
-        return hash(self._spec)
 
     # ---- state -------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> ModelState:

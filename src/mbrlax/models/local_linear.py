@@ -17,8 +17,9 @@ Shapes: X N×(T+1)×S states, U N×T×A actions; D = 2S + A for joint points.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
