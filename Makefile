@@ -17,9 +17,12 @@ install: $(BIN)/mbrlax
 demo: install
 	$(BIN)/mbrlax train mbpo --env Pendulum-v1
 
-# The test suite (fast tests; learning tests marked slow run in benchmarks/). Exit 5 (no tests) fails.
+# Lint, type check, then the test suite on every core (fast tests; learning tests marked slow run in
+# benchmarks/). Any failure, and pytest's exit 5 (no tests collected), fails the target.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -n auto
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_json  # noqa: E402
+
 from mbrlax.algorithms import dyna_q
 from mbrlax.envs import tabular
 
@@ -102,7 +103,8 @@ def changing(maze: tabular.Maze, steps: int, n: int, kappa: float, seed: int) ->
             "seconds_incl_compile": time.perf_counter() - tic,
         }
         c = out["curves"][label]
-        print(f"{maze.name} {label}: at switch {c['cumulative_reward_at_switch']:.1f}, end {c['cumulative_reward_at_end']:.1f}, "
+        print(f"{maze.name} {label}: at switch {c['cumulative_reward_at_switch']:.1f}, "
+              f"end {c['cumulative_reward_at_end']:.1f}, "
               f"last 1000 steps {c['reward_in_last_1000_steps']:.1f}, greedy shortest "
               f"{c['fraction_of_runs_whose_greedy_path_is_the_new_shortest']:.2f}", flush=True)
     out["shortest_path_after_switch"] = short_len
@@ -172,7 +174,8 @@ def main() -> int:
         plot(res, RESULTS / "dyna_maze.png")
     targets = {**res["fig_8_2"]["targets"]}
     b, s = res["fig_8_4"]["curves"], res["fig_8_5"]["curves"]
-    targets["blocking: Dyna-Q+ ahead of Dyna-Q at 3000 steps"] = b["Dyna-Q+"]["cumulative_reward_at_end"] > b["Dyna-Q"]["cumulative_reward_at_end"]
+    targets["blocking: Dyna-Q+ ahead of Dyna-Q at 3000 steps"] = (
+        b["Dyna-Q+"]["cumulative_reward_at_end"] > b["Dyna-Q"]["cumulative_reward_at_end"])
     key = "fraction_of_runs_whose_greedy_path_is_the_new_shortest"
     targets["shortcut: Dyna-Q+ finds the shortcut (≥ half of runs), Dyna-Q does not (≤ 10 %)"] = (
         s["Dyna-Q+"][key] >= 0.5 and s["Dyna-Q"][key] <= 0.1)

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+
 from mbrlax import checkpoint  # noqa: E402
 
 RADII = (0.8, 0.95, 1.0, 1.05, 1.1)
@@ -41,9 +42,11 @@ def main() -> None:
     common = dict(horizons=HORIZONS, samples=args.samples, sample_sizes=(1, 2, 4, 8, 16, 32, 64))
 
     for rho in RADII:
-        table, _, _ = run_gradients(GradientArgs(system="lq", spectral_radius=rho, out=str(out_dir / f"lq_rho{rho}"), **common))
+        table, _, _ = run_gradients(GradientArgs(system="lq", spectral_radius=rho, out=str(out_dir / f"lq_rho{rho}"),
+                                                 **common))
         j = table["jacobian"]
-        dev = float(np.max(np.abs(np.subtract(j["log10_sigma_max_open_loop"], j["analytic_log10_sigma_max_A_power_H"]))))
+        dev = float(np.max(np.abs(np.subtract(j["log10_sigma_max_open_loop"],
+                                              j["analytic_log10_sigma_max_A_power_H"]))))
         table["max_abs_deviation_log10_from_analytic"] = dev
         result["systems"][f"lq_rho{rho}"] = table
         print(f"LQ ρ={rho}: max |log10 σ_max − analytic| = {dev:.2e}", flush=True)

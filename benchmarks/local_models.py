@@ -47,8 +47,10 @@ def run_ilqr() -> dict:
     from mbrlax.algorithms import ilqr
 
     r = ilqr.train(ilqr.Config(env="mbrlax/PendulumSwingUp-v0", eval_episodes=3, run_root=str(RUNS), progress=False))
-    return dict(env="mbrlax/PendulumSwingUp-v0", returns=[e[1] for e in r.evals], return_median=float(np.median([e[1] for e in r.evals])),
-                note="Gymnasium Pendulum reward from the hanging-down rest state; staying down scores about -1900 over 200 steps")
+    return dict(env="mbrlax/PendulumSwingUp-v0", returns=[e[1] for e in r.evals],
+                return_median=float(np.median([e[1] for e in r.evals])),
+                note="Gymnasium Pendulum reward from the hanging-down rest state; staying down scores about -1900 "
+                     "over 200 steps")
 
 
 def _flm_runs(reg: str, seeds) -> list[dict]:
@@ -75,7 +77,8 @@ def run_flm_model(seeds=(0, 1, 2)) -> dict:
     per_seed = _flm_runs("model", seeds)
     thr = _load()["flm"]["cost_threshold"]
     its = [next((i + 1 for i, c in enumerate(p["costs"]) if c <= thr), None) for p in per_seed]
-    return {"model": per_seed, "cost_threshold": thr, "model_samples_to_threshold": [None if i is None else i * 5 for i in its]}
+    return {"model": per_seed, "cost_threshold": thr,
+            "model_samples_to_threshold": [None if i is None else i * 5 for i in its]}
 
 
 def run_flm(seeds=(0, 1, 2)) -> dict:
@@ -87,7 +90,8 @@ def run_flm(seeds=(0, 1, 2)) -> dict:
         out[f"{reg}_samples_to_threshold"] = [None if i is None else i * 5 for i in its]
     out["cost_threshold"] = thr
     med = lambda xs: float(np.median([x if x is not None else np.inf for x in xs]))
-    out["samples_saved_by_prior_median"] = med(out["plain_samples_to_threshold"]) - med(out["bayes_samples_to_threshold"])
+    out["samples_saved_by_prior_median"] = (med(out["plain_samples_to_threshold"])
+                                            - med(out["bayes_samples_to_threshold"]))
     return out
 
 
@@ -160,11 +164,12 @@ def run_dnc(seeds=(0, 1), iterations=150) -> dict:
     from mbrlax.algorithms import dnc
 
     out = {}
-    for name, kw in (("dnc_K4", dict(partitions=4, batch=16, kl_weight=0.01)), ("single", dict(partitions=1, batch=64, kl_weight=0.0))):
+    for name, kw in (("dnc_K4", dict(partitions=4, batch=16, kl_weight=0.01)),
+                     ("single", dict(partitions=1, batch=64, kl_weight=0.0))):
         out[name] = []
         for s in seeds:
-            r = dnc.train(dnc.Config(env="mbrlax/PointMass-v0", seed=s, iterations=iterations, eval_every=25, distill_every=25,
-                                     run_root=str(RUNS), progress=False, **kw))
+            r = dnc.train(dnc.Config(env="mbrlax/PointMass-v0", seed=s, iterations=iterations, eval_every=25,
+                                     distill_every=25, run_root=str(RUNS), progress=False, **kw))
             out[name].append(dict(seed=s, evals=r.evals, success=r.success, final_return=r.final_return_mean))
         out[f"{name}_median_success"] = float(np.median([x["success"] for x in out[name]]))
         out[f"{name}_median_return"] = float(np.median([x["final_return"] for x in out[name]]))
@@ -178,13 +183,15 @@ def run_dnc_reach(seeds=(0, 1, 2), iterations=500) -> dict:
 
     env_kwargs = dict(target=gps.REACHER_GOAL, init_q=(0.0, 0.8), init_noise=0.8)
     out = dict(env="mbrlax/Arm2-v0", env_kwargs=env_kwargs, iterations=iterations, gamma=1.0)
-    for name, kw in (("dnc_K4", dict(partitions=4, batch=16, kl_weight=0.01)), ("single", dict(partitions=1, batch=64, kl_weight=0.0))):
+    for name, kw in (("dnc_K4", dict(partitions=4, batch=16, kl_weight=0.01)),
+                     ("single", dict(partitions=1, batch=64, kl_weight=0.0))):
         out[name] = []
         for s in seeds:
             # γ = 1: the fixed 100-step episode's undiscounted cost, which GPS optimizes too (at 0.99 both arms
             # stalled at a return of ≈ −10.5 and 31–44 % success)
-            r = dnc.train(dnc.Config(env="mbrlax/Arm2-v0", seed=s, iterations=iterations, eval_every=25, distill_every=25,
-                                     gamma=1.0, env_kwargs=env_kwargs, run_root=str(RUNS), progress=False, **kw))
+            r = dnc.train(dnc.Config(env="mbrlax/Arm2-v0", seed=s, iterations=iterations, eval_every=25,
+                                     distill_every=25, gamma=1.0, env_kwargs=env_kwargs, run_root=str(RUNS),
+                                     progress=False, **kw))
             out[name].append(dict(seed=s, evals=r.evals, success=r.success, final_return=r.final_return_mean))
         out[f"{name}_median_success"] = float(np.median([x["success"] for x in out[name]]))
         out[f"{name}_median_return"] = float(np.median([x["final_return"] for x in out[name]]))
@@ -220,7 +227,8 @@ def plot(res: dict) -> None:
             ax.plot(it, r["test_distance"], "--", color=f"C{j}", label=f"seed {s}: 4 unseen starts")
         for j, r in enumerate(g["random_targets"].values()):
             it = np.arange(1, len(r["test_distance"]) + 1)
-            ax.plot(it, r["test_distance"], ":", color="gray", label="env resets (random targets): unseen" if j == 0 else None)
+            ax.plot(it, r["test_distance"], ":", color="gray",
+                    label="env resets (random targets): unseen" if j == 0 else None)
         ax.axhline(g["preset"]["success_dist"], color="k", lw=0.8)
         ax.set_yscale("log")
         ax.legend(fontsize=7)

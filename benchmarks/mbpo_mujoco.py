@@ -23,10 +23,9 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CARRY, RESULTS, RUNS, eval_curve, machine, restore_carried, train_or_resume, write_json  # noqa: E402
+
 from mbrlax import checkpoint  # noqa: E402
 
 TASKS = {

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+
 from mbrlax import checkpoint  # noqa: E402
 from mbrlax.algorithms import mbpo as mbpo_presets  # noqa: E402
 
@@ -128,7 +129,8 @@ def main() -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(RESULTS / "mbpo_pendulum.png", dpi=110)
-    print(json.dumps({k: v for k, v in result.items() if k in args.arms or k.startswith("sample_efficiency")}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k in args.arms or k.startswith("sample_efficiency")},
+                     indent=1))
 
 
 if __name__ == "__main__":

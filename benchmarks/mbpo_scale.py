@@ -121,9 +121,11 @@ def main() -> None:
             write_json("mbpo_scale.json", out)
     me = out["model_epoch"]
     out["model_epoch_linearity"] = {
-        "us_per_transition_smallest": me[0]["us_per_transition"], "us_per_transition_largest": me[-1]["us_per_transition"],
+        "us_per_transition_smallest": me[0]["us_per_transition"],
+        "us_per_transition_largest": me[-1]["us_per_transition"],
         "ratio_largest_over_smallest": me[-1]["us_per_transition"] / me[0]["us_per_transition"],
-        "loglog_slope": float(np.polyfit(np.log([r["transitions"] for r in me]), np.log([r["seconds"] for r in me]), 1)[0]),
+        "loglog_slope": float(np.polyfit(np.log([r["transitions"] for r in me]), np.log([r["seconds"] for r in me]),
+                                         1)[0]),
     }
     write_json("mbpo_scale.json", out)
 
@@ -139,7 +141,8 @@ def main() -> None:
     ax[0].set(xlabel="transitions in D_env", ylabel="seconds per model epoch",
               title=f"model training (slope {out['model_epoch_linearity']['loglog_slope']:.2f})")
     ax[0].legend()
-    ax[1].semilogx([r["replay_size"] for r in out["update_step"]], [r["ms_per_env_step"] for r in out["update_step"]], "o-")
+    ax[1].semilogx([r["replay_size"] for r in out["update_step"]], [r["ms_per_env_step"] for r in out["update_step"]],
+                   "o-")
     ax[1].set(xlabel="replay size", ylabel="ms per env step (20 SAC updates)", title="policy updates vs replay size")
     ax[1].set_ylim(bottom=0)
     for k in (1, 5):

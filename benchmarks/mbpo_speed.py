@@ -59,7 +59,8 @@ def ours_config(hp: dict, preset: str, window: int, model_epochs: int):
         ensemble_size=int(hp["ensemble_size"]), num_elites=int(hp["num_elites"]), model_lr=float(hp["model_lr"]),
         model_batch_size=int(hp["model_batch_size"]), holdout_ratio=float(hp["validation_ratio"]),
         model_max_epochs=model_epochs, model_patience=10**6, model_min_epoch_steps=1,  # epochs = passes, as mbrl-lib
-        sac_hidden=(int(hp["sac_hidden_size"]),) * 2, sac_lr=float(hp["sac_lr"]), sac_batch_size=int(hp["sac_batch_size"]),
+        sac_hidden=(int(hp["sac_hidden_size"]),) * 2, sac_lr=float(hp["sac_lr"]),
+        sac_batch_size=int(hp["sac_batch_size"]),
         gamma=float(hp["sac_gamma"]), tau=float(hp["sac_tau"]), replay_size=int(hp["real_replay_buffer_capacity"]),
         eval_every=10**9, eval_episodes=1, run_dir=str(RUNS / f"speed-{preset}"), progress=False,
         tensorboard=False, checkpoint_every=10**9,
@@ -142,8 +143,8 @@ def plot(out: dict) -> None:
         ours_b = r["mbrlax"]["breakdown_ms_per_env_step"]
         fl = rec.get("floor", {}).get("floor_ms_per_env_step", {})
         parts = {
-            "model training": (peer_b.get("model_train_incl_save", {}).get("ms_per_env_step", 0), ours_b.get("model", 0),
-                               fl.get("model", 0)),
+            "model training": (peer_b.get("model_train_incl_save", {}).get("ms_per_env_step", 0),
+                               ours_b.get("model", 0), fl.get("model", 0)),
             "model rollouts": (peer_b.get("model_rollouts", {}).get("ms_per_env_step", 0), ours_b.get("rollout", 0),
                                fl.get("rollout", 0)),
             "SAC updates": (peer_b.get("sac_update", {}).get("ms_per_env_step", 0), ours_b.get("policy", 0),
@@ -178,12 +179,14 @@ def main() -> None:
         for preset, rec in out["presets"].items():
             rec["floor"] = compute_floor(rec["rounds"][0]["mbrlax"]["config"], RUNS / f"speed-{preset}",
                                          out["window_env_steps"])
-            rec["mbrlax_fraction_of_floor"] = rec["floor"]["floor_ms_per_env_step"]["total"] / rec["mbrlax_ms_per_env_step"]
+            rec["mbrlax_fraction_of_floor"] = (rec["floor"]["floor_ms_per_env_step"]["total"]
+                                               / rec["mbrlax_ms_per_env_step"])
             rec["mbrl-lib_fraction_of_floor"] = (rec["floor"]["floor_ms_per_env_step"]["total"]
                                                  / rec["mbrl-lib_ms_per_env_step"])
         write_json("mbpo_speed.json", out)
         plot(out)
-        print(json.dumps({p: (r["floor"]["floor_ms_per_env_step"], r["mbrlax_fraction_of_floor"]) for p, r in out["presets"].items()}, indent=1))
+        print(json.dumps({p: (r["floor"]["floor_ms_per_env_step"], r["mbrlax_fraction_of_floor"])
+                          for p, r in out["presets"].items()}, indent=1))
         return
     out: dict = {"machine": machine(), "window_env_steps": args.window, "model_epochs": args.model_epochs,
                  "presets": {}}
@@ -193,8 +196,8 @@ def main() -> None:
             peer = run_peer(preset, args.window, args.model_epochs)
             mine = run_ours(peer["hyperparameters"], preset, args.window, args.model_epochs)
             rounds.append({"mbrl-lib": peer, "mbrlax": mine})
-            print(preset, f"mbrl-lib {peer['ms_per_env_step']:.1f} ms/step, mbrlax {mine['ms_per_env_step']:.1f} ms/step",
-                  flush=True)
+            print(preset, f"mbrl-lib {peer['ms_per_env_step']:.1f} ms/step, "
+                          f"mbrlax {mine['ms_per_env_step']:.1f} ms/step", flush=True)
         p = statistics.median(r["mbrl-lib"]["ms_per_env_step"] for r in rounds)
         m = statistics.median(r["mbrlax"]["ms_per_env_step"] for r in rounds)
         floor = compute_floor(rounds[0]["mbrlax"]["config"], RUNS / f"speed-{preset}", args.window)

@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, machine, train_or_resume, write_json  # noqa: E402
-from mbrlax import checkpoint  # noqa: E402
 from mopo_scores import BUDGET, DATA, carry_metrics, eval_scores, final_score, finished  # noqa: E402
+
+from mbrlax import checkpoint  # noqa: E402
 
 OUT = RUNS / "mopo_longer"
 

@@ -98,7 +98,8 @@ def main() -> None:
         us, err, mean_err = jax.device_get(evaluate_batch(jnp.asarray(t.obs), jnp.asarray(t.action), jnp.asarray(y),
                                                           jax.random.key(100 + i)))
         per_set[name] = {
-            "n": int(len(err)), "true_error_median": float(np.median(err)), "mean_error_median": float(np.median(mean_err)),
+            "n": int(len(err)), "true_error_median": float(np.median(err)),
+            "mean_error_median": float(np.median(mean_err)),
             "spearman_vs_sampled_error": {k: float(spearmanr(us[k], err).statistic) for k in penalties.PENALTIES},
             "spearman_vs_mean_error": {k: float(spearmanr(us[k], mean_err).statistic) for k in penalties.PENALTIES},
             "penalty_median": {k: float(np.median(us[k])) for k in penalties.PENALTIES},

@@ -173,7 +173,8 @@ def collect(names: list[str], seeds: list[int], epochs: int) -> dict:
                 for s in seeds}
         curves = {s: eval_scores(RUNS / "mopo" / f"mopo-{name}-s{s}") for s in seeds}
         # the mean of the last 3 evaluations of a finished run: less noisy than the final one alone
-        last3 = {s: float(np.mean([v for _, v in c[-3:]])) if mopo_s[s] is not None else None for s, c in curves.items()}
+        last3 = {s: float(np.mean([v for _, v in c[-3:]])) if mopo_s[s] is not None else None
+                 for s, c in curves.items()}
         iql = {s: reference_result(name, s) for s in seeds}
         iql_s = {s: (r["normalized_score"] if r else None) for s, r in iql.items()}
         iql_r = {s: (r["return_mean"] if r else None) for s, r in iql.items()}

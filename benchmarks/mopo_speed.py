@@ -28,7 +28,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS, RUNS, machine, model_minibatch_flops, sac_update_flops, write_json, xla_flops, zero_batch,
+    RESULTS,
+    RUNS,
+    machine,
+    model_minibatch_flops,
+    sac_update_flops,
+    write_json,
+    xla_flops,
+    zero_batch,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -112,7 +119,8 @@ def plot(result: dict) -> None:
     ours, peer = result["mbrlax"], result["offlinerl"]
     fl = ours["floor"]["floor_seconds"]
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    parts = [("model fit", ours["model_fit_seconds"], fl["model_fit"]), ("rollouts", ours["rollout_seconds"], fl["rollouts"]),
+    parts = [("model fit", ours["model_fit_seconds"], fl["model_fit"]),
+             ("rollouts", ours["rollout_seconds"], fl["rollouts"]),
              ("SAC", ours["sac_seconds"], fl["sac"]), ("eval", ours["eval_seconds"], 0.0)]
     left = [0.0, 0.0]
     for i, (name, v, f) in enumerate(parts):
@@ -123,8 +131,9 @@ def plot(result: dict) -> None:
     else:
         fig.text(0.01, 0.01, "offlinerl did not run: " + peer.get("error", "")[:110], fontsize=6.5)
     ax.set_xlabel("seconds")
-    ax.set_title(f"MOPO, {result['env']}, {ours['gradient_steps']} SAC steps: {ours['gradient_steps_per_second']:.0f} "
-                 f"steps/s, {100 * ours['fraction_of_floor']['model_fit+rollouts+sac']:.0f} % of the floor", fontsize=10)
+    ax.set_title(f"MOPO, {result['env']}, {ours['gradient_steps']} SAC steps: "
+                 f"{ours['gradient_steps_per_second']:.0f} steps/s, "
+                 f"{100 * ours['fraction_of_floor']['model_fit+rollouts+sac']:.0f} % of the floor", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(RESULTS / "mopo_speed.png", dpi=100)
@@ -148,7 +157,8 @@ def main() -> None:
         from mbrlax.data import offline
 
         prev = json.loads((RESULTS / "mopo_speed.json").read_text())
-        peer = run_peer(offline.load(prev["dataset"]), prev["settings"]["epochs"], prev["settings"]["rollout_batch_size"])
+        peer = run_peer(offline.load(prev["dataset"]), prev["settings"]["epochs"],
+                        prev["settings"]["rollout_batch_size"])
         prev["offlinerl"] = peer
         if "total_seconds" in peer:
             prev["speedup_total_wall_clock"] = peer["total_seconds"] / prev["mbrlax"]["total_seconds"]

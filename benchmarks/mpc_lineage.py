@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, machine, write_json  # noqa: E402
+
 from mbrlax import checkpoint  # noqa: E402
 
 VARIANTS = ("v0.5", "v1.0", "v1.5", "pets")

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+
 from mbrlax import checkpoint  # noqa: E402
 
 # env -> (threshold, shared settings, MVE-only settings). The model is refit less often than in MVE's presets

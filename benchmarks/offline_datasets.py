@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CARRY as CARRY_ROOT, RESULTS, RUNS, carry, machine, restore_carried, write_json  # noqa: E402
+from common import CARRY as CARRY_ROOT  # noqa: E402
+from common import RESULTS, RUNS, carry, machine, restore_carried, write_json
 
 from mbrlax import datasets  # noqa: E402
 from mbrlax.data import offline  # noqa: E402

@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_json  # noqa: E402
-from mbrlax import checkpoint  # noqa: E402
 from mpc_lineage import MODEL, PLANNER, SETTINGS, curve, ensure, run_dir  # noqa: E402
+
+from mbrlax import checkpoint  # noqa: E402
 
 TARGETS = {
     # env: (episodes, seeds, success threshold on an episode's return)
@@ -82,7 +83,8 @@ def report(with_halfcheetah: bool) -> dict:
                 "final": c[-1][1] if c else None,
                 "mean_last3": float(np.mean([r for _, r in c[-3:]])) if c else None,
             }
-            ax.plot([s // spec.max_episode_steps for s, _ in c], [r for _, r in c], marker="o", ms=3, label=f"seed {seed}")
+            ax.plot([s // spec.max_episode_steps for s, _ in c], [r for _, r in c], marker="o", ms=3,
+                    label=f"seed {seed}")
         out["envs"][env] = {
             "episodes": episodes, "threshold": threshold, "per_seed": per_seed,
             # met: an episode at or above the threshold within the budget AND the last 3 episodes average above it

@@ -17,6 +17,7 @@ torch with 1 thread and with its default (2) threads, the faster one is the one 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -113,21 +114,22 @@ def main() -> None:
     peers = {}
     if not args.no_peer:
         for threads in (1, 2):
-            peers[threads] = measure(f"mbrl/base/t{threads}", lambda: peer_ms_per_action(BASE, args.peer_actions, threads))
+            peers[threads] = measure(f"mbrl/base/t{threads}",
+                                     functools.partial(peer_ms_per_action, BASE, args.peer_actions, threads))
     # 1b. side by side at the learning benchmarks' small setting
     ours_small = measure("mbrlax/small", lambda: mbrlax_ms_per_action(**SMALL, actions=args.actions))
     peers_small = {}
     if not args.no_peer:
         for threads in (1, 2):
             peers_small[threads] = measure(f"mbrl/small/t{threads}",
-                                           lambda: peer_ms_per_action(SMALL, args.actions, threads))
+                                           functools.partial(peer_ms_per_action, SMALL, args.actions, threads))
     # 2. scaling (mbrlax), one knob at a time around SMALL
     scaling = {}
     for knob, values in SWEEPS.items():
         for v in values:
             cfg = {**SMALL, knob: v}
             name = "mbrlax/small" if cfg == SMALL else f"mbrlax/small/{knob}={v}"
-            r = measure(name, lambda: mbrlax_ms_per_action(**cfg, actions=args.actions))
+            r = measure(name, functools.partial(mbrlax_ms_per_action, **cfg, actions=args.actions))
             if "ms_per_action_median" in r:
                 scaling.setdefault(knob, []).append({"value": v, "ms_per_action": r["ms_per_action_median"],
                                                      "gflop_per_action": flops_per_action(**cfg) / 1e9})

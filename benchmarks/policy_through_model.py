@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, RUNS, eval_curve, machine, write_json  # noqa: E402
+
 from mbrlax import checkpoint  # noqa: E402
 
 THRESHOLD = -300.0
@@ -123,7 +124,8 @@ def main() -> None:
         result["runs"][f"{algo}/s{seed}"] = {
             "run_dir": str(d), "steps_done": x[-1] if x else 0, "complete": bool(x) and x[-1] >= args.steps,
             "crossing_step": first_crossing(x, y), "worst_after_crossing": worst_after_crossing(x, y),
-            "final_return": y[-1] if y else None, "eval_steps": x, "eval_returns": y, "wallclock_s": float(wall.read_text()) if wall.exists() else None,
+            "final_return": y[-1] if y else None, "eval_steps": x, "eval_returns": y,
+            "wallclock_s": float(wall.read_text()) if wall.exists() else None,
             "config": json.loads((Path(d) / "config.json").read_text()),
         }
     # SAC alone: a seed with no run directory here (or a less advanced one) takes its curve from the recorded
@@ -140,7 +142,8 @@ def main() -> None:
             result["runs"][f"sac/s{seed}"] = {
                 "run_dir": None, "source": f"{recorded.name} (machine date {rec['machine'].get('date')})",
                 "steps_done": x[-1], "complete": x[-1] >= args.steps, "crossing_step": first_crossing(x, y),
-                "worst_after_crossing": worst_after_crossing(x, y), "final_return": y[-1], "eval_steps": x, "eval_returns": y, "wallclock_s": None,
+                "worst_after_crossing": worst_after_crossing(x, y), "final_return": y[-1], "eval_steps": x,
+                "eval_returns": y, "wallclock_s": None,
                 "config": r.get("config"),
             }
     algos = [a for a in args.algos if any(f"{a}/s{s}" in result["runs"] for s in args.seeds)]
@@ -154,7 +157,8 @@ def main() -> None:
             "all_seeds_reached": len(seeds) == len(args.seeds) and all(c is not None and c <= BUDGET for c in cross),
             "median_crossing_step": float(np.median([c if c is not None else np.inf for c in cross])),
             "final_returns": finals,
-            "median_final_return": float(np.median([f for f in finals if f is not None])) if any(f is not None for f in finals) else None,
+            "median_final_return": (float(np.median([f for f in finals if f is not None]))
+                                    if any(f is not None for f in finals) else None),
         }
     result["target_met"] = {a: result[a]["all_seeds_reached"] for a in algos if a != "sac"}
     write_json("policy_through_model.json", result)

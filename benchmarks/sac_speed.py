@@ -126,7 +126,7 @@ def main() -> None:
         flops = xla_flops(width)
         rec: dict = {"flops_per_update_xla": flops, "flops_per_update_analytic": analytic_flops(width),
                      "gemm_gflops": rates, "rounds": []}
-        for r in range(args.rounds):
+        for _ in range(args.rounds):
             row = {"mbrlax": ours(width)["steps_per_sec"]}
             if not args.no_peers:
                 for impl in ("sb3", "sbx"):

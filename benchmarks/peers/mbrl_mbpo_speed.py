@@ -41,16 +41,15 @@ import tempfile
 import time
 from collections import defaultdict
 
-import numpy as np
-import omegaconf
-import torch
-
 import mbrl
 import mbrl.algorithms.mbpo as mbpo
 import mbrl.models
 import mbrl.third_party.pytorch_sac_pranz24.sac as pranz_sac
 import mbrl.util
 import mbrl.util.common
+import numpy as np
+import omegaconf
+import torch
 
 PRESETS = {
     "inv_pendulum": ("mbpo_inv_pendulum", "gym___InvertedPendulum-v4"),
@@ -109,7 +108,8 @@ def compose_cfg(preset: str, steps: int, seed: int, initial_exploration: int | N
     if model_epochs is not None:
         # a fixed number of model epochs per training (early stopping off), so that a side-by-side
         # comparison does the same model-training work in both libraries
-        changes["overrides.num_epochs_train_model"] = (override_name, cfg.overrides.get("num_epochs_train_model"), model_epochs)
+        changes["overrides.num_epochs_train_model"] = (override_name, cfg.overrides.get("num_epochs_train_model"),
+                                                       model_epochs)
         changes["overrides.patience"] = (override_name, cfg.overrides.get("patience"), 10**6)
         cfg.overrides.num_epochs_train_model = model_epochs
         cfg.overrides.patience = 10**6
@@ -143,8 +143,9 @@ class Timers:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), required=True)
-    p.add_argument("--steps", type=int, default=1250, help="environment steps of the MBPO loop, rounded up to whole epochs of the preset "
-                   "(epoch_length 250 for inv_pendulum, 1000 for halfcheetah)")
+    p.add_argument("--steps", type=int, default=1250,
+                   help="environment steps of the MBPO loop, rounded up to whole epochs of the preset "
+                        "(epoch_length 250 for inv_pendulum, 1000 for halfcheetah)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -155,13 +156,15 @@ def main():
         help="override algorithm.initial_exploration_steps (default: keep the preset's 5000)",
     )
     p.add_argument("--model-epochs", type=int, default=None,
-                   help="fixed model-training epochs per training, early stopping off (default: the preset's early stopping)")
+                   help="fixed model-training epochs per training, early stopping off "
+                        "(default: the preset's early stopping)")
     args = p.parse_args()
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    cfg, changes, override_name = compose_cfg(args.preset, args.steps, args.seed, args.initial_exploration, args.model_epochs)
+    cfg, changes, override_name = compose_cfg(args.preset, args.steps, args.seed, args.initial_exploration,
+                                              args.model_epochs)
     ov, alg, dm = cfg.overrides, cfg.algorithm, cfg.dynamics_model
     freq = int(ov.freq_train_model)
 

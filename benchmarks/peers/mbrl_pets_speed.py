@@ -41,12 +41,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import gymnasium as gym
-    import omegaconf
-    import torch
-
     import mbrl
     import mbrl.models
     import mbrl.planning
+    import omegaconf
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -56,7 +55,7 @@ def main() -> None:
         # PETS cart-pole: exp(-|tip - (0, 0.6)|² / 0.6²) - 0.01 u², obs = (sin θ, cos θ, x, ẋ, θ̇)
         tip_x = next_obs[:, 2] - 0.6 * next_obs[:, 0]
         tip_z = -0.6 * next_obs[:, 1]
-        r = torch.exp(-((tip_x**2 + (tip_z - 0.6) ** 2)) / 0.36) - 0.01 * (act**2).sum(-1)
+        r = torch.exp(-(tip_x**2 + (tip_z - 0.6) ** 2) / 0.36) - 0.01 * (act**2).sum(-1)
         return r.view(-1, 1)
 
     def term_fn(act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

@@ -117,7 +117,8 @@ def _checkpoint(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"checkpoint": _checkpoint, "train": _train, "eval": _eval, "plot": _plot, "dataset": _dataset, "diagnose": _diagnose}
+COMMANDS = {"checkpoint": _checkpoint, "train": _train, "eval": _eval, "plot": _plot, "dataset": _dataset,
+            "diagnose": _diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,9 @@ penalty is a reward correction computed under `stop_gradient`, never a training 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

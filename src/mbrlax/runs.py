@@ -35,8 +35,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -433,7 +434,7 @@ class Run:
         self.bar = ProgressBar(self.total, f"{algorithm} {name}", cfg.progress, start)
 
     # context manager: always release the lock and close the files
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -537,8 +538,9 @@ def check_finite(what: str, step: int, **values: Any) -> None:
     for name, v in values.items():
         a = np.asarray(v, dtype=np.float64)
         if not np.isfinite(a).all():
+            shown = a if a.size <= 8 else f"with {int((~np.isfinite(a)).sum())} bad entries"
             raise NonFiniteError(
-                f"{what} returned a non-finite {name} ({a if a.size <= 8 else 'with ' + str(int((~np.isfinite(a)).sum())) + ' bad entries'}) "
+                f"{what} returned a non-finite {name} ({shown}) "
                 f"at step {step}; mbrlax never learns from NaN/inf data. Fix the environment (or wrap it, e.g. "
                 f"clip its observations) and resume from the last checkpoint.")
 

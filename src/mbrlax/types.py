@@ -43,7 +43,7 @@ class StaticSpec:
     _spec: tuple
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._spec == self._spec  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._spec == self._spec
 
     def __hash__(self) -> int:
         return hash(self._spec)

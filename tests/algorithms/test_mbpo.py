@@ -1,7 +1,6 @@
 """MBPO end to end on tiny settings: smoke, determinism, resume, bad input, divergence recovery.
 (The run loop's faults, with MBPO as the algorithm, are in tests/unit/test_runs.py.)"""
 
-import dataclasses
 import json
 
 import jax

@@ -112,8 +112,8 @@ def full_run(datasets, tmp_path_factory):
     monkeypatch.setattr(mopo, "make", counting_make)
     monkeypatch.setattr(mopo, "evaluate", flagged_eval)
     try:
-        r = mopo.train(mopo.Config(dataset=str(paths["medium-replay"]), run_dir=str(tmp_path_factory.mktemp("m") / "run"),
-                                   **TINY_MOPO))
+        r = mopo.train(mopo.Config(dataset=str(paths["medium-replay"]),
+                                   run_dir=str(tmp_path_factory.mktemp("m") / "run"), **TINY_MOPO))
     finally:
         monkeypatch.undo()
     return r, state
@@ -212,7 +212,8 @@ def test_cli_train_mopo_and_bc_then_eval(datasets, tmp_path, capsys):
             "--horizon", "5", "--epochs", "1", "--epoch-length", "100", "--rollout-freq", "100",
             "--rollout-batch-size", "64", "--updates-per-call", "50", "--eval-every", "100", "--eval-episodes", "1",
             "--model-hidden", "32", "32", "--sac-hidden", "32", "32", "--ensemble-size", "3", "--num-elites", "2",
-            "--model-max-epochs", "3", "--model-retain-epochs", "1", "--no-progress", "--run-dir", str(tmp_path / "cli")]
+            "--model-max-epochs", "3", "--model-retain-epochs", "1", "--no-progress",
+            "--run-dir", str(tmp_path / "cli")]
     assert cli.main(args) == 0
     cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert (cfg["penalty"], cfg["lam"], cfg["horizon"], cfg["epochs"]) == ("max_aleatoric", 0.3, 5, 1)

@@ -13,7 +13,8 @@ def linear_data(n=600, obs_dim=3, act_dim=2, seed=0, noise=0.01):
     obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
     act = rng.uniform(-1, 1, (n, act_dim)).astype(np.float32)
     A = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.95]], np.float32)
-    B = np.random.default_rng(123).normal(size=(act_dim, obs_dim)).astype(np.float32) * 0.3  # same system for every seed
+    # the same system for every seed
+    B = np.random.default_rng(123).normal(size=(act_dim, obs_dim)).astype(np.float32) * 0.3
     nxt = obs @ A + act @ B + noise * rng.normal(size=(n, obs_dim)).astype(np.float32)
     rew = obs @ np.array([1.0, -0.5, 0.25], np.float32) - 0.3 * act.sum(-1)
     return Transition(obs, act, rew.astype(np.float32), nxt, np.zeros(n, np.float32))
@@ -63,7 +64,8 @@ def test_elite_step_sends_each_row_through_one_elite_redrawn_per_call():
 
     def members(key):
         nxt, rew, prob = jax.jit(model.elite_step)(state, obs, act, key)
-        hit = [[np.allclose(nxt[i], pred.next_obs_mean[m, i], atol=1e-5) and np.isclose(rew[i], pred.reward_mean[m, i], atol=1e-5)
+        hit = [[np.allclose(nxt[i], pred.next_obs_mean[m, i], atol=1e-5)
+                and np.isclose(rew[i], pred.reward_mean[m, i], atol=1e-5)
                 for m in range(4)] for i in range(7)]
         member = np.array([int(np.argmax(h)) for h in hit])
         assert all(any(h) for h in hit) and set(member) <= {1, 3}
@@ -135,8 +137,8 @@ def test_fit_learns_and_logvar_bounds_move():
 def test_elites_are_the_members_with_lowest_holdout_error():
     model = small_model(ensemble_size=5, num_elites=3, lr=0.0)  # lr 0: fitting cannot change the weights
     state = model.init(jax.random.key(0))
-    state, _ = fit(small_model(ensemble_size=5, num_elites=3), state, linear_data(800), jax.random.key(1), batch_size=32,
-                   max_epochs=40, patience=40)
+    state, _ = fit(small_model(ensemble_size=5, num_elites=3), state, linear_data(800), jax.random.key(1),
+                   batch_size=32, max_epochs=40, patience=40)
     # sabotage members 1 and 3: scale their output layer
     params = jax.tree.map(lambda x: x, state.params)
     last = params["params"]["EnsembleDense_2"]
@@ -151,7 +153,8 @@ def test_elites_are_the_members_with_lowest_holdout_error():
 
 def test_deterministic_variant_fits_by_mse():
     model = EnsembleModel(3, 2, ensemble_size=1, num_elites=1, hidden=(32, 32), probabilistic=False)
-    state, info = fit(model, model.init(jax.random.key(0)), linear_data(600), jax.random.key(1), batch_size=32, max_epochs=40)
+    state, info = fit(model, model.init(jax.random.key(0)), linear_data(600), jax.random.key(1), batch_size=32,
+                      max_epochs=40)
     assert "max_logvar" not in state.params["params"]
     pred = model.predict(state, jnp.zeros((2, 3)), jnp.zeros((2, 2)))
     assert np.all(np.asarray(pred.next_obs_var) == 0)

@@ -31,7 +31,7 @@ def _make(env_id: str) -> gym.Env:
         return gym.make(env_id)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rollout(env_id: str, steps: int = 300, seed: int = 0):
     """Random-action rollout, resetting on termination/truncation.
 

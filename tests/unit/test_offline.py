@@ -1,7 +1,6 @@
 """Offline datasets: lossless Minari round trip, readable by Minari's own API, errors that name the field."""
 
 import dataclasses
-import os
 
 import h5py
 import numpy as np

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbrlax.agents.pathwise import Pathwise, Rollout, discounted_return, model_rollout, model_step, reward_to_go
+from mbrlax.agents.pathwise import Pathwise, Rollout, discounted_return, model_step, reward_to_go
 from mbrlax.models.ensemble import EnsembleModel
 
 
@@ -70,7 +70,8 @@ def test_policy_loss_does_not_change_the_model():
     # (every float leaf: the weights, the log-variance bounds and the normalizers)
     floats = (ms.params, ms.in_norm, ms.out_norm)
     g_model = jax.jit(jax.grad(lambda f: agent.policy_loss(
-        st.policy, st.value, ms._replace(params=f[0], in_norm=f[1], out_norm=f[2]), start, jax.random.key(3))[0]))(floats)
+        st.policy, st.value, ms._replace(params=f[0], in_norm=f[1], out_norm=f[2]), start, jax.random.key(3)
+    )[0]))(floats)
     assert len(jax.tree.leaves(g_model)) >= 8
     for leaf in jax.tree.leaves(g_model):
         assert np.all(np.asarray(leaf) == 0.0)

@@ -2,6 +2,8 @@
 (solved here by the Riccati recursion), random shooting returns the best sequence it sampled, a diverged
 (NaN/inf) sample ranks last, warm starts shift, and everything is deterministic under a key."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,14 +88,14 @@ def test_nan_ranks_last_in_cem_and_mppi():
 
     for planner in (shooting.CEM(population=200, elites=20, iterations=8), shooting.MPPI(population=200, iterations=8,
                                                                                       temperature=0.05)):
-        sol, _, info = jax.jit(lambda s, k: planner(return_fn, s, k))(shooting.init_state(4, 1), jax.random.key(0))
+        sol, _, info = jax.jit(functools.partial(planner, return_fn))(shooting.init_state(4, 1), jax.random.key(0))
         assert np.all(np.isfinite(sol))
         assert 0.0 < float(sol[0, 0]) <= 0.2 + 1e-6, planner
     # nothing finite at all: the planner keeps a finite solution instead of producing NaN
     all_nan = lambda actions, key: jnp.full(actions.shape[0], jnp.nan)
     for planner in (shooting.CEM(population=50, elites=5, iterations=2), shooting.MPPI(population=50),
                     shooting.RandomShooting(population=50)):
-        sol, _, _ = jax.jit(lambda s, k: planner(all_nan, s, k))(shooting.init_state(4, 1), jax.random.key(0))
+        sol, _, _ = jax.jit(functools.partial(planner, all_nan))(shooting.init_state(4, 1), jax.random.key(0))
         assert np.all(np.isfinite(sol)), planner
 
 

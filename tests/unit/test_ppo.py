@@ -53,7 +53,8 @@ def test_gae_by_hand():
 def test_gaussian_log_prob_and_kl_closed_forms():
     m0, s0, m1, s1 = jnp.array([0.3]), jnp.log(jnp.array([0.5])), jnp.array([-0.2]), jnp.log(jnp.array([0.8]))
     x = jnp.array([0.1])
-    assert float(gaussian_log_prob(m0, s0, x)) == pytest.approx(float(jax.scipy.stats.norm.logpdf(0.1, 0.3, 0.5)), rel=1e-6)
+    assert float(gaussian_log_prob(m0, s0, x)) == pytest.approx(
+        float(jax.scipy.stats.norm.logpdf(0.1, 0.3, 0.5)), rel=1e-6)
     kl = np.log(0.8 / 0.5) + (0.25 + 0.25) / (2 * 0.64) - 0.5
     assert float(gaussian_kl(m0, s0, m1, s1)) == pytest.approx(kl, rel=1e-6)
 

@@ -200,8 +200,8 @@ def test_torn_metrics_line_and_truncated_config_are_handled(tmp_path):
 def test_resume_is_bit_exact_after_kill_9(tmp_path):
     """A real kill -9 while training: the resumed run ends exactly where an uninterrupted one does."""
     rd = tmp_path / "killed"
-    code = (f"from mbrlax.algorithms import mbpo; mbpo.train(mbpo.Config(**{dict(TINY, steps=400, checkpoint_every=40)!r},"
-            f" run_dir={str(rd)!r}))")
+    code = ("from mbrlax.algorithms import mbpo; "
+            f"mbpo.train(mbpo.Config(**{dict(TINY, steps=400, checkpoint_every=40)!r}, run_dir={str(rd)!r}))")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     try:
@@ -236,7 +236,8 @@ def test_checkpoint_round_trip_of_every_kind_of_value(tmp_path):
     rng = np.random.default_rng(5)
     rng.random(3)
     payload = {"t": 7, "x": 1.5, "s": "a", "none": None, "flag": True, "big": 2**100, "tup": (1, 2),
-               "key": jax.random.key(3), "rng": rng, "sac": state, "arr": np.arange(4.0), "nested": {"l": [1, {"a": 2}]}}
+               "key": jax.random.key(3), "rng": rng, "sac": state, "arr": np.arange(4.0),
+               "nested": {"l": [1, {"a": 2}]}}
     checkpoint.save(tmp_path, 7, payload)
     got = checkpoint.load(tmp_path)
     assert {k: got[k] for k in ("t", "x", "s", "none", "flag", "big", "tup")} == \
@@ -302,7 +303,8 @@ def test_old_pickle_checkpoints_are_refused_and_converted_on_request(tmp_path, c
     legacy = dict(state, format=1, config=json.loads((res.run_dir / "config.json").read_text()),
                   key=np.asarray(jax.random.key_data(state["key"])), np_rng=state["np_rng"].bit_generator.state,
                   episode={k: state["env"][k] for k in ("ret", "len", "count")}, obs=state["env"]["obs"],
-                  env_state=state["env"]["env_state"], sac=runs.to_host(state["sac"]), model=runs.to_host(state["model"]))
+                  env_state=state["env"]["env_state"], sac=runs.to_host(state["sac"]),
+                  model=runs.to_host(state["model"]))
     legacy.pop("env")
     import shutil
 

@@ -46,7 +46,7 @@ def test_critic_target_matches_hand_calculation():
     a = np.tanh(u)
     logp = (-0.5 * eps**2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1) - np.log(1 - np.tanh(u) ** 2).sum(-1)
     tq = state.target_critic["params"]["VmapMLP_0"]
-    q = [np_mlp(jax.tree.map(lambda x: x[i], tq), np.concatenate([b.next_obs, a], -1))[:, 0] for i in range(2)]
+    q = [np_mlp(jax.tree.map(lambda x, i=i: x[i], tq), np.concatenate([b.next_obs, a], -1))[:, 0] for i in range(2)]
     expected = b.reward + 0.9 * (1 - b.terminated) * (np.minimum(q[0], q[1]) - 0.3 * logp)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 

@@ -55,7 +55,7 @@ def test_gym_env_steps_the_tables_and_switches_walls_across_episodes():
     assert s == t.start and info["layout"] == 0
     gap_old, gap_new = cell(t, 4, 8), cell(t, 4, 0)  # below the gaps of the two layouts
     rng = np.random.default_rng(0)
-    for i in range(1000):  # random walk; every step must match the layout-0 table
+    for _ in range(1000):  # random walk; every step must match the layout-0 table
         a = int(rng.integers(4))
         s2, r, term, trunc, info = env.step(a)
         assert (s2, r, term, info["layout"]) == (t.next_state[0, s, a], t.reward[0, s, a], t.terminated[0, s, a], 0)

@@ -270,7 +270,9 @@ class Pathwise(StaticSpec):
     def mean_action(self, policy_params: Any, obs: jax.Array) -> jax.Array:
         return jnp.tanh(self.actor_net.apply(policy_params, obs))
 
-    def sample_action(self, policy_params: Any, obs: jax.Array, key: jax.Array, noise: float | None = None) -> jax.Array:
+    def sample_action(
+        self, policy_params: Any, obs: jax.Array, key: jax.Array, noise: float | None = None
+    ) -> jax.Array:
         """Reparameterized a = tanh(μ(s) + σ ε): differentiable in the parameters and in obs."""
         sigma = self.action_noise if noise is None else noise
         u = self.actor_net.apply(policy_params, obs)

@@ -286,8 +286,10 @@ class PolicyGradient(StaticSpec):
         else:
             obj = reinforce_objective(logp, batch.advantage, batch.weight)
         approx_kl = _wmean(batch.log_prob - logp, batch.weight)
-        clipfrac = _wmean((jnp.abs(jnp.exp(logp - batch.log_prob) - 1) > self.clip_eps).astype(jnp.float32), batch.weight)
-        return -obj - self.ent_coef * entropy, {"pg/approx_kl": approx_kl, "pg/clipfrac": clipfrac, "pg/entropy": entropy}
+        clipfrac = _wmean((jnp.abs(jnp.exp(logp - batch.log_prob) - 1) > self.clip_eps).astype(jnp.float32),
+                          batch.weight)
+        return -obj - self.ent_coef * entropy, {"pg/approx_kl": approx_kl, "pg/clipfrac": clipfrac,
+                                                "pg/entropy": entropy}
 
     def _value_loss(self, params, batch: PGBatch):
         return 0.5 * _wmean((self.value_net.apply(params, batch.obs) - batch.ret) ** 2, batch.weight)
@@ -323,7 +325,8 @@ class PolicyGradient(StaticSpec):
                 p, o = carry
                 (loss, inf), g = jax.value_and_grad(self._policy_loss, has_aux=True)(p, mb)
                 upd, o = self.policy_tx.update(g, o, p)
-                return (optax.apply_updates(p, upd), o), {**inf, "pg/policy_loss": loss, "pg/grad_norm": optax.global_norm(g)}
+                return (optax.apply_updates(p, upd), o), {**inf, "pg/policy_loss": loss,
+                                                          "pg/grad_norm": optax.global_norm(g)}
 
             (policy, policy_opt), infos = jax.lax.scan(step, (policy, policy_opt), mbs)
             info = jax.tree.map(jnp.mean, infos)
@@ -337,7 +340,8 @@ class PolicyGradient(StaticSpec):
         (value, value_opt), v_losses = jax.lax.scan(
             vstep, (state.value, state.value_opt), self._minibatches(batch, k_v, self.value_epochs)
         )
-        info = {**info, "pg/value_loss": v_losses.mean(), "pg/log_std": self.policy_net.apply(policy, batch.obs[:1])[1].mean()}
+        info = {**info, "pg/value_loss": v_losses.mean(),
+                "pg/log_std": self.policy_net.apply(policy, batch.obs[:1])[1].mean()}
         return PGState(policy, value, policy_opt, value_opt, state.steps + 1), info
 
 

@@ -211,7 +211,7 @@ def model_buffer_size(cfg: Config, k: int) -> int:
 @partial(jax.jit, static_argnames=("sac", "n_model"))
 def policy_updates(
     sac: SAC, sac_state: SACState, real: Transition, model_buf: DeviceBuffer, key: jax.Array, n_model: int
-) -> tuple[SACState, dict]:
+) -> tuple[SACState, dict, jax.Array]:
     """G SAC updates. `real` is G×B_real from D_env; B - B_real rows of each batch come from D_model.
     Returns the new state, the mean update info and the next key."""
     key, k_sample, k_update = jax.random.split(key, 3)

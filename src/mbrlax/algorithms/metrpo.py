@@ -4,13 +4,13 @@ Algorithm 1 of the paper, and where each line lives below:
 
     Initialize a policy π_θ and all models f_φ1, …, f_φK; initialize an empty dataset D
     repeat
-        Collect samples from the real system f using π_θ and add them to D        # 1. collect real data
-        Train all models using D                                                   # 2. fit the ensemble
-        repeat                                                                     # 3. optimize π_θ in the ensemble
-            Collect fictitious samples from {f_φi} using π_θ                         #    3a. rollouts, a random member per step
-            Update the policy using TRPO on the fictitious samples                   #    3b. TRPO step
-            Estimate the performances η̂(θ; φ_i) for i = 1, …, K                      #    4. policy validation
-        until the performances stop improving                                      #    5. stop rule
+        Collect samples from the real system f using π_θ and add them to D  # 1. collect real data
+        Train all models using D                                            # 2. fit the ensemble
+        repeat                                                              # 3. optimize π_θ in the ensemble
+            Collect fictitious samples from {f_φi} using π_θ                #    3a. rollouts, a random member per step
+            Update the policy using TRPO on the fictitious samples          #    3b. TRPO step
+            Estimate the performances η̂(θ; φ_i) for i = 1, …, K             #    4. policy validation
+        until the performances stop improving                               #    5. stop rule
     until the policy performs well in the real environment f
 
 Stop rule (section 4.3): every `validate_every` TRPO iterations the policy's return is estimated in *each*

@@ -9,11 +9,14 @@ from types import ModuleType
 ALGORITHMS: dict[str, tuple[str, dict]] = {
     "mbpo": ("mbrlax.algorithms.mbpo", {}),
     "sac": ("mbrlax.algorithms.mbpo", {"real_ratio": 1.0}),
-    "dyna_q": ("mbrlax.algorithms.dyna_q", {}), "dyna_q_plus": ("mbrlax.algorithms.dyna_q", {"plus": True}), "mve": ("mbrlax.algorithms.mve", {}),
+    "dyna_q": ("mbrlax.algorithms.dyna_q", {}), "dyna_q_plus": ("mbrlax.algorithms.dyna_q", {"plus": True}),
+    "mve": ("mbrlax.algorithms.mve", {}),
     "mpc": ("mbrlax.algorithms.mpc", {}), "pets": ("mbrlax.algorithms.mpc", {"variant": "pets"}),
     "mopo": ("mbrlax.algorithms.mopo", {}), "bc": ("mbrlax.algorithms.bc", {}),
-    "bptt": ("mbrlax.algorithms.bptt", {}), "mbpg": ("mbrlax.algorithms.mbpg", {}), "metrpo": ("mbrlax.algorithms.metrpo", {}),
-    "ilqr": ("mbrlax.algorithms.ilqr", {}), "lqr_flm": ("mbrlax.algorithms.lqr_flm", {}), "gps": ("mbrlax.algorithms.gps", {}),
+    "bptt": ("mbrlax.algorithms.bptt", {}), "mbpg": ("mbrlax.algorithms.mbpg", {}),
+    "metrpo": ("mbrlax.algorithms.metrpo", {}),
+    "ilqr": ("mbrlax.algorithms.ilqr", {}), "lqr_flm": ("mbrlax.algorithms.lqr_flm", {}),
+    "gps": ("mbrlax.algorithms.gps", {}),
     "distill": ("mbrlax.algorithms.distill", {}), "dnc": ("mbrlax.algorithms.dnc", {}),
 }
 

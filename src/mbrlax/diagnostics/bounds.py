@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mbrlax.types import Transition
 
@@ -113,7 +114,7 @@ def advise(eps_m: float, slope: float, eps_pi: float, gamma: float, r_max: float
     }
 
 
-def fit_line(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def fit_line(x: ArrayLike, y: ArrayLike) -> dict[str, float]:
     """Least squares y ≈ a + b x: intercept a, slope b and the slope's standard error."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     b, a = np.polyfit(x, y, 1)

@@ -183,8 +183,9 @@ def env_rollouts(make_env: Callable[[], Any], obs0: np.ndarray, horizon: int, po
     envs = [make_env() for _ in range(n)]
     obs = np.zeros((n, horizon + 1, obs0.shape[1]), np.float32)
     act_dim = envs[0].action_space.shape[0]
-    acts, rews = np.zeros((n, horizon, act_dim), np.float32), np.zeros((n, horizon), np.float32)
-    alive = np.ones((n, horizon + 1), bool)
+    acts = np.zeros((n, horizon, act_dim), np.float32)
+    rews: np.ndarray = np.zeros((n, horizon), np.float32)
+    alive: np.ndarray = np.ones((n, horizon + 1), bool)
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
         obs[i, 0] = set_state_from_obs(e, obs0[i])

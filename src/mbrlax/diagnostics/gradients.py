@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,8 @@ def jax_env_system(env: Any, name: str) -> System:
 def linear_policy(obs_dim: int, act_dim: int, key: jax.Array | None = None, scale: float = 0.0,
                   sigma: float = 0.3) -> Policy:
     """a = K o (+ σ ε), K = scale · N(0, 1/obs_dim) (scale 0: the zero policy, closed loop = open loop)."""
-    k = jnp.zeros((act_dim, obs_dim)) if key is None else scale * jax.random.normal(key, (act_dim, obs_dim)) / np.sqrt(obs_dim)
+    k = (jnp.zeros((act_dim, obs_dim)) if key is None
+         else scale * jax.random.normal(key, (act_dim, obs_dim)) / np.sqrt(obs_dim))
     return Policy(lambda p, o: o @ p["K"].T, {"K": k}, sigma)
 
 
@@ -241,7 +243,8 @@ def plot(table: dict[str, Any], out: str | Path, analytic: list[float] | None = 
     ax = axes[0]
     for est, c in (("pathwise", "C0"), ("likelihood_ratio", "C1")):
         ax.plot(hs, [max(r[est]["mean_norm"], 1e-30) for r in table["rows"]], "-o", c=c, label=f"{est}: ‖mean‖")
-        ax.plot(hs, [max(np.sqrt(r[est]["variance"]), 1e-30) for r in table["rows"]], "--", c=c, label=f"{est}: per-sample std")
+        ax.plot(hs, [max(np.sqrt(r[est]["variance"]), 1e-30) for r in table["rows"]], "--", c=c,
+                label=f"{est}: per-sample std")
     ax.set(xscale="log", yscale="log", xlabel="horizon H", title="gradient norm and spread")
     ax.legend(fontsize=7)
     ax = axes[1]
@@ -315,8 +318,8 @@ def run_system(run_dir: str | Path, sigma: float | None = None) -> tuple[System,
         _, r, _ = model_step(model, model_state, o[None], jnp.clip(a, -1, 1)[None], jax.random.key(0), mode="mean")
         return r[0]
 
-    system = System(step, lambda s: s, reward,
-                    lambda k: starts[jax.random.randint(k, (), 0, starts.shape[0])], f"{name} model of {cfg.env} ({run_dir})")
+    system = System(step, lambda s: s, reward, lambda k: starts[jax.random.randint(k, (), 0, starts.shape[0])],
+                    f"{name} model of {cfg.env} ({run_dir})")
     return system, Policy(lambda p, o: mean(p, o[None])[0], state.policy, sig)
 
 
@@ -353,6 +356,7 @@ class GradientArgs:
 def toy_system(name: str, spectral_radius: float) -> tuple[System, Any]:
     from mbrlax.envs import jax_envs
 
+    env: jax_envs.JaxEnv
     if name == "lq":
         env = jax_envs.LinearQuadratic(spectral_radius=spectral_radius)
         return jax_env_system(env, f"LinearQuadratic(spectral_radius={spectral_radius})"), env

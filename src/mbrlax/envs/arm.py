@@ -88,7 +88,8 @@ class TwoLinkArm(JaxEnv):
     def fingertip(self, q: jax.Array) -> jax.Array:
         """Forward kinematics: joint angles ...×2 -> fingertip position ...×2."""
         q1, q12 = q[..., 0], q[..., 0] + q[..., 1]
-        return jnp.stack([self.l1 * jnp.cos(q1) + self.l2 * jnp.cos(q12), self.l1 * jnp.sin(q1) + self.l2 * jnp.sin(q12)], -1)
+        return jnp.stack([self.l1 * jnp.cos(q1) + self.l2 * jnp.cos(q12),
+                          self.l1 * jnp.sin(q1) + self.l2 * jnp.sin(q12)], -1)
 
     def _accel(self, q: jax.Array, qd: jax.Array, tau: jax.Array) -> jax.Array:
         c2, s2 = jnp.cos(q[..., 1]), jnp.sin(q[..., 1])

@@ -25,7 +25,7 @@ InvertedDoublePendulum's (it uses unclipped joint velocities, the observation cl
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -54,57 +54,21 @@ DYNA_MAZE = Maze(
     figure="Sutton & Barto Figure 8.2",
 )
 
+
+def _wall_maze(wall: str) -> tuple[str, ...]:
+    """Figures 8.4 and 8.5's 6×9 grid: G top right, S in the bottom row at col 3, `wall` as row 3."""
+    return ("........G", ".........", ".........", wall, ".........", "...S.....")
+
+
 # Figure 8.4: wall along row 3; first with a gap on the right (cols 0-7 blocked), after 1000 steps with a
-# gap on the left (cols 1-8 blocked). S in the bottom row at col 3, G top right.
-BLOCKING_MAZE = Maze(
-    "BlockingMaze",
-    (
-        (
-            "........G",
-            ".........",
-            ".........",
-            "########.",
-            ".........",
-            "...S.....",
-        ),
-        (
-            "........G",
-            ".........",
-            ".........",
-            ".########",
-            ".........",
-            "...S.....",
-        ),
-    ),
-    switch_step=1000,
-    figure="Sutton & Barto Figure 8.4",
-)
+# gap on the left (cols 1-8 blocked).
+BLOCKING_MAZE = Maze("BlockingMaze", (_wall_maze("########."), _wall_maze(".########")), switch_step=1000,
+                     figure="Sutton & Barto Figure 8.4")
 
 # Figure 8.5: first only the long way on the left (cols 1-8 blocked); after 3000 steps a shortcut opens on
 # the right (cols 1-7 blocked).
-SHORTCUT_MAZE = Maze(
-    "ShortcutMaze",
-    (
-        (
-            "........G",
-            ".........",
-            ".........",
-            ".########",
-            ".........",
-            "...S.....",
-        ),
-        (
-            "........G",
-            ".........",
-            ".........",
-            ".#######.",
-            ".........",
-            "...S.....",
-        ),
-    ),
-    switch_step=3000,
-    figure="Sutton & Barto Figure 8.5",
-)
+SHORTCUT_MAZE = Maze("ShortcutMaze", (_wall_maze(".########"), _wall_maze(".#######.")), switch_step=3000,
+                     figure="Sutton & Barto Figure 8.5")
 
 MAZES: dict[str, Maze] = {m.name: m for m in (DYNA_MAZE, BLOCKING_MAZE, SHORTCUT_MAZE)}
 ENV_IDS: dict[str, str] = {f"mbrlax/{name}-v0": name for name in MAZES}

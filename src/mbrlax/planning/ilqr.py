@@ -19,8 +19,9 @@ float64 arrays where exact analytics are needed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -162,7 +163,9 @@ def _psd(H: jax.Array) -> jax.Array:
     return jnp.einsum("...ij,...j,...kj->...ik", V, jnp.maximum(w, 0.0), V)
 
 
-def quadratize(cost: RunningCost, final_cost: FinalCost, X: jax.Array, U: jax.Array, convexify: bool = False) -> QuadCost:
+def quadratize(
+    cost: RunningCost, final_cost: FinalCost, X: jax.Array, U: jax.Array, convexify: bool = False
+) -> QuadCost:
     """Second-order expansion of the cost around (X, U) in deviation coordinates (c0 = cost at the nominal).
     `convexify` projects each Hessian onto the PSD cone: a non-convex cost (1 − cos θ at the bottom) otherwise
     makes the value Hessians indefinite, growing through unstable dynamics until no regularization helps."""
@@ -217,6 +220,11 @@ def closed_loop_rollout(dynamics: Dynamics, x0: jax.Array, X: jax.Array, U: jax.
     return Xs, Us
 
 
+# Line-search step sizes 1 … 10⁻³, log-spaced, largest first (a module constant: mypy cannot analyse a
+# comprehension in a default argument).
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(10.0 ** -x) for x in np.linspace(0, 3, 11))
+
+
 class ILQRResult(NamedTuple):
     X: jax.Array  # (T+1)×S optimized states
     U: jax.Array  # T×A optimized actions
@@ -252,7 +260,7 @@ def ilqr(
     mu_min: float = 1e-6,
     mu_max: float = 1e10,
     mu_factor: float = 2.0,
-    alphas: tuple[float, ...] = tuple(float(10.0 ** -x) for x in np.linspace(0, 3, 11)),
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
     armijo: float = 1e-4,
     convexify: bool = False,
 ) -> ILQRResult:
@@ -273,7 +281,8 @@ def ilqr(
     costs = [float(J)]
     back = None
     it = 0
-    for it in range(1, max_iters + 1):
+    for _ in range(max_iters):
+        it += 1
         accepted = False
         while mu <= mu_max:
             back, Xs, Us, Js = ilqr_iteration(dynamics, cost, final_cost, X, U, jnp.asarray(mu, x0.dtype), alphas_arr,
@@ -302,7 +311,8 @@ def ilqr(
             break
     # Gains and Q_uu at the final trajectory (unregularized where possible).
     while True:  # (raising μ until every Q_uu is positive definite: a non-convex problem may need it)
-        back, *_ = ilqr_iteration(dynamics, cost, final_cost, X, U, jnp.asarray(mu, x0.dtype), alphas_arr[:1], convexify)
+        back, *_ = ilqr_iteration(dynamics, cost, final_cost, X, U, jnp.asarray(mu, x0.dtype), alphas_arr[:1],
+                                  convexify)
         if bool(back.ok):
             break
         if mu > mu_max:  # no usable feedback: fall back to the open-loop plan
@@ -342,7 +352,9 @@ def forward_marginals(dyn: LinearDynamics, pol: LinearGaussianPolicy, mu0: jax.A
 
 
 @jax.jit
-def expected_cost(cost: QuadCost, mu_x: jax.Array, sigma_x: jax.Array, mu_xu: jax.Array, sigma_xu: jax.Array) -> jax.Array:
+def expected_cost(
+    cost: QuadCost, mu_x: jax.Array, sigma_x: jax.Array, mu_xu: jax.Array, sigma_xu: jax.Array
+) -> jax.Array:
     """E[Σ_t l_t(xu_t) + l_f(x_T)] under Gaussian marginals: ½tr(CΣ) + ½μᵀCμ + cᵀμ + c0 per step."""
     run = (0.5 * jnp.einsum("tij,tji->t", cost.C, sigma_xu) + 0.5 * jnp.einsum("ti,tij,tj->t", mu_xu, cost.C, mu_xu)
            + jnp.einsum("ti,ti->t", cost.c, mu_xu) + cost.c0)

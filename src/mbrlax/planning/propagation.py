@@ -22,8 +22,8 @@ of the undiscounted sum of rewards (PETS's cost).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -27,8 +27,9 @@ a fraction of the elites kept into the next iteration and, shifted, into the nex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
