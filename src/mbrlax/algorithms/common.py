@@ -151,6 +151,12 @@ def termination(cfg: Any):
     return learn, (None if learn else term_fn)
 
 
+def components(cfg: Any, obs_dim: int, act_dim: int):
+    """(ensemble, SAC, known termination fn or None) of a config with ModelOptions and SACOptions (MBPO, MVE, MOPO)."""
+    learn_term, term_fn = termination(cfg)
+    return make_ensemble(cfg, obs_dim, act_dim, learn_term), make_sac(cfg, obs_dim, act_dim), term_fn
+
+
 def make_sac(cfg: Any, obs_dim: int, act_dim: int):
     from mbrlax.agents.sac import SAC
 

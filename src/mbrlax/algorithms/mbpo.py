@@ -47,13 +47,11 @@ from mbrlax.algorithms.common import (
     Result,
     RunOptions,
     SACOptions,
+    components,
     fill_preset,
     fit_kwargs,
     fit_or_keep,
     load_sac_policy,
-    make_ensemble,
-    make_sac,
-    termination,
 )
 from mbrlax.data.replay import (
     DeviceBuffer,
@@ -230,9 +228,19 @@ def act(sac: SAC, actor_params: Any, obs: jax.Array, key: jax.Array) -> tuple[ja
     return sac.sample_action(actor_params, obs[None], k)[0], key
 
 
-def _components(cfg: Config, obs_dim: int, act_dim: int):
-    learn_term, term_fn = termination(cfg)
-    return make_ensemble(cfg, obs_dim, act_dim, learn_term), make_sac(cfg, obs_dim, act_dim), term_fn
+def real_step(run: runs.Run, loop: runs.EnvLoop, sac: SAC, st: dict, t: int, learning: bool) -> None:
+    """Step 1, one real environment step into D_env (`st["real"]`): SAC's sampled action, uniformly random before
+    learning starts (keys and generator from `st`); a finished episode is logged at t + 1."""
+    with run.timer("env"):
+        if learning:
+            action, st["key"] = act(sac, st["sac"].actor, jnp.asarray(loop.obs, jnp.float32), st["key"])
+            action = np.asarray(action)
+        else:
+            action = st["np_rng"].uniform(-1.0, 1.0, sac.act_dim).astype(np.float32)
+        transition, done = loop.step(action, t)
+        st["real"].add(*transition)
+    if done:
+        run.log(t + 1, done)
 
 
 def _fresh_state(cfg: Config, model: EnsembleModel, sac: SAC, obs_dim: int, act_dim: int) -> dict:
@@ -305,7 +313,7 @@ def train(cfg: Config) -> Result:
     cfg = resolve(runs.prepare(cfg, name, may_change=("steps",)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     eval_env, _ = make(cfg.env, **cfg.env_kwargs)
-    model, sac, term_fn = _components(cfg, spec.obs_dim, spec.act_dim)
+    model, sac, term_fn = components(cfg, spec.obs_dim, spec.act_dim)
     use_model = cfg.real_ratio < 1.0
     n_real = cfg.sac_batch_size if not use_model else int(round(cfg.sac_batch_size * cfg.real_ratio))
     mean_act = jax.jit(sac.mean_action)
@@ -354,16 +362,7 @@ def train(cfg: Config) -> Result:
                 run.progress(t, k=f"k={k}")
 
             # 1. act in the real environment (uniformly random during the initial exploration)
-            with run.timer("env"):
-                if learning:
-                    action, st["key"] = act(sac, st["sac"].actor, jnp.asarray(loop.obs, jnp.float32), st["key"])
-                    action = np.asarray(action)
-                else:
-                    action = st["np_rng"].uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
-                transition, done = loop.step(action, t)
-                st["real"].add(*transition)
-            if done:
-                run.log(t + 1, done)
+            real_step(run, loop, sac, st, t, learning)
 
             # 4. G policy updates on batches mixing D_env (real_ratio) and D_model
             if learning:

@@ -253,11 +253,6 @@ def _start_states(obs: jax.Array, key: jax.Array, n: int) -> jax.Array:
     return obs[jax.random.randint(key, (n,), 0, obs.shape[0])]
 
 
-def _components(cfg: Config, obs_dim: int, act_dim: int):
-    learn_term, term_fn = common.termination(cfg)
-    return common.make_ensemble(cfg, obs_dim, act_dim, learn_term), common.make_sac(cfg, obs_dim, act_dim), term_fn
-
-
 def _restore(saved: dict, fresh: dict) -> dict:
     st = dict(fresh, t=int(saved["t"]), key=saved["key"], fitted=bool(saved["fitted"]),
               model_mse=float(saved["model_mse"]))
@@ -281,7 +276,7 @@ def train(cfg: Config) -> Result:
     """Train MOPO on a fixed dataset; returns the final evaluation (and normalized score) and the run dir."""
     cfg, ds, eval_env, spec, data = open_offline(cfg, "mopo", resolve, may_change=("epochs",))
     real = Transition(*(jnp.asarray(x) for x in data))  # the fixed dataset lives on the device
-    model, sac, term_fn = _components(cfg, spec.obs_dim, spec.act_dim)
+    model, sac, term_fn = common.components(cfg, spec.obs_dim, spec.act_dim)
     total, g = cfg.epochs * cfg.epoch_length, cfg.updates_per_call
     n_real = int(round(cfg.sac_batch_size * cfg.real_ratio))
     mean_act = jax.jit(sac.mean_action)

@@ -181,19 +181,11 @@ def dyna_batch(sac: SAC, actor_params: Any, step_fn: StepFn, batch: Transition, 
 # The algorithm
 # ---------------------------------------------------------------------------------------------------
 
+# MVE's own values; the model, exploration and evaluation settings are MBPO's (the same ensemble and loop).
+_FROM_MBPO = ("init_steps", "model_train_freq", "target_entropy", "model_hidden", "model_max_epochs", "eval_every",
+              "eval_episodes", "env_kwargs")
 DEFAULTS: dict[str, Any] = dict(
-    steps=100_000,
-    init_steps=5000,
-    horizon=10,
-    model_train_freq=250,
-    updates_per_step=1,
-    target_entropy=None,
-    model_hidden=(200, 200, 200, 200),
-    model_max_epochs=200,
-    eval_every=1000,
-    eval_episodes=3,
-    env_kwargs={},
-)
+    {k: mbpo.DEFAULTS[k] for k in _FROM_MBPO}, steps=100_000, horizon=10, updates_per_step=1)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Not in the paper: sized like MBPO's Pendulum preset (5,000 steps on a laptop CPU). Pendulum's model is
@@ -257,26 +249,6 @@ def _prepare(cfg: Config) -> Config:
     return out
 
 
-def _components(cfg: Config, obs_dim: int, act_dim: int):
-    learn_term, term_fn = common.termination(cfg)
-    return common.make_ensemble(cfg, obs_dim, act_dim, learn_term), common.make_sac(cfg, obs_dim, act_dim), term_fn
-
-
-def real_step(run: runs.Run, loop: runs.EnvLoop, sac: SAC, st: dict, t: int, learning: bool) -> None:
-    """One real environment step into D_env (`st["real"]`): SAC's sampled action, uniformly random before
-    learning starts (keys and generator from `st`); a finished episode is logged at t + 1."""
-    with run.timer("env"):
-        if learning:
-            action, st["key"] = mbpo.act(sac, st["sac"].actor, jnp.asarray(loop.obs, jnp.float32), st["key"])
-            action = np.asarray(action)
-        else:
-            action = st["np_rng"].uniform(-1.0, 1.0, sac.act_dim).astype(np.float32)
-        transition, done = loop.step(action, t)
-        st["real"].add(*transition)
-    if done:
-        run.log(t + 1, done)
-
-
 def _restore(saved: dict, fresh: dict) -> dict:
     st = dict(fresh, t=int(saved["t"]), key=saved["key"], np_rng=saved["np_rng"],
               model_fitted=bool(saved["model_fitted"]), env=saved["env"])
@@ -298,7 +270,7 @@ def train(cfg: Config) -> common.Result:
     cfg = resolve(_prepare(cfg))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     eval_env, _ = make(cfg.env, **cfg.env_kwargs)
-    model, sac, term_fn = _components(cfg, spec.obs_dim, spec.act_dim)
+    model, sac, term_fn = common.components(cfg, spec.obs_dim, spec.act_dim)
     n_dyna = int(round(cfg.sac_batch_size * cfg.dyna_ratio)) if cfg.dyna_steps > 0 else 0
     mean_act = jax.jit(sac.mean_action)
 
@@ -326,7 +298,7 @@ def train(cfg: Config) -> common.Result:
                     run.progress(t, mse=f"model mse {info['model/holdout_mse']:.3g}")
 
             # 1. act in the real environment (uniformly random during the initial exploration)
-            real_step(run, loop, sac, st, t, learning)
+            mbpo.real_step(run, loop, sac, st, t, learning)
 
             # 3. G MVE updates (critic on H-step expanded targets; actor and temperature as SAC)
             if learning:

@@ -189,7 +189,7 @@ class MBPORun(NamedTuple):
 def load_mbpo_run(run_dir: str | Path) -> MBPORun:
     """Config, model, SAC agent and D_env of an `mbrlax train mbpo` run's newest checkpoint."""
     from mbrlax import runs
-    from mbrlax.algorithms import mbpo
+    from mbrlax.algorithms import common, mbpo
     from mbrlax.envs.make import make
 
     name = runs.run_algorithm(run_dir)
@@ -199,7 +199,7 @@ def load_mbpo_run(run_dir: str | Path) -> MBPORun:
     cfg = mbpo.resolve(runs.config_from_dict(mbpo.Config, runs.load_config(run_dir)))
     env, spec = make(cfg.env, **cfg.env_kwargs)
     env.close()
-    model, sac, term_fn = mbpo._components(cfg, spec.obs_dim, spec.act_dim)
+    model, sac, term_fn = common.components(cfg, spec.obs_dim, spec.act_dim)
     saved = runs.load_checkpoint(run_dir)
     if not saved.get("model_fitted", False):
         raise ValueError(f"{run_dir}: the checkpoint's model was never fitted (saved during the initial random "
@@ -410,6 +410,14 @@ class BoundsArgs:
 
     run: str | None = None
     """An MBPO run directory: measure ε_m, ε_π and dε_m'/dε_π on it (else evaluate the given numbers)."""
+    k_max: int = 100
+    """Longest rollout length considered."""
+    snapshots: tuple[int, ...] | None = None
+    """--run: SAC update counts at which the continued policy is measured (default 0, 1/16 … 1 epoch)."""
+    env_steps: int = 5000
+    """--run: fresh real transitions per policy for its model error."""
+    rollout_batch: int | None = None
+    """--run: branched rollouts per D_model refill (default: the run's rollout_batch_size)."""
     eps_m: float = 0.01
     """Without --run: the model error ε_m (TV) under the data-collecting policy."""
     slope: float = 0.01
@@ -420,14 +428,6 @@ class BoundsArgs:
     """Without --run: the discount (a run uses its own)."""
     r_max: float = 1.0
     """Without --run: the largest |reward| (a run uses the largest in its data)."""
-    k_max: int = 100
-    """Longest rollout length considered."""
-    snapshots: tuple[int, ...] | None = None
-    """--run: SAC update counts at which the continued policy is measured (default 0, 1/16 … 1 epoch)."""
-    env_steps: int = 5000
-    """--run: fresh real transitions per policy for its model error."""
-    rollout_batch: int | None = None
-    """--run: branched rollouts per D_model refill (default: the run's rollout_batch_size)."""
     seed: int = 0
     out: str = "bounds"
     """Output prefix: writes OUT.json and OUT.png."""

@@ -128,8 +128,11 @@ class CEM:
     variance toward theirs by (1 − alpha)."""
 
     population: int = 500
+    """Candidate action sequences sampled per iteration (PETS: 500)."""
     elites: int = 50
+    """Best sequences whose statistics the sampling distribution moves toward (PETS: 50)."""
     iterations: int = 5
+    """Refinement rounds per plan (PETS: 5)."""
     alpha: float = 0.1
     """Smoothing: new = alpha·old + (1 − alpha)·elite statistic (PETS: 0.1)."""
     init_std: float = 0.5
