@@ -62,17 +62,19 @@ def test_ilqr_on_linear_quadratic_returns_the_lqr_solution():
 
 def test_ilqr_swings_up_the_pendulum_from_rest():
     """Torque limited to 2 (a quarter of what lifting straight up needs): iLQR must find the pumping swing.
-    The planner sees unclipped torque with a stiff penalty beyond the limit (a clip would zero the gradient);
-    the real, clipping pendulum then runs the plan with its feedback gains."""
+    The planner acts through tanh, so the plan never asks for more torque than the pendulum has and its
+    gradient never vanishes (a clip would zero it); the real pendulum then runs the plan with its feedback
+    gains. Which swing iLQR finds (how many pumps, when it arrives) is a local optimum that moves with float
+    rounding, so the test asks for the swing-up, not its timing: 8 initial plans at two XLA optimization
+    levels all end upright."""
     env = Pendulum(start="down")
     T = 100
 
-    def dyn(x, u):  # Pendulum.dynamics without the action clip
-        thdot = jnp.clip(x[1] + (15.0 * jnp.sin(x[0]) + 6.0 * u[0]) * env.dt, -env.max_speed, env.max_speed)
-        return jnp.stack([x[0] + thdot * env.dt, thdot])
+    def dyn(x, u):
+        return env.dynamics(x, jnp.tanh(u))
 
     def cost(x, u):
-        return 2 * (1 - jnp.cos(x[0])) + 0.1 * x[1] ** 2 + 0.01 * u[0] ** 2 + 100 * jax.nn.relu(jnp.abs(u[0]) - 1) ** 2
+        return 2 * (1 - jnp.cos(x[0])) + 0.1 * x[1] ** 2 + 0.01 * jnp.tanh(u[0]) ** 2
 
     def final(x):
         return 100.0 * (2 * (1 - jnp.cos(x[0])) + 0.1 * x[1] ** 2)
@@ -80,14 +82,14 @@ def test_ilqr_swings_up_the_pendulum_from_rest():
     x0 = env.init_state(jax.random.key(0))
     res = il.ilqr(dyn, cost, final, x0, 0.5 * jax.random.normal(jax.random.key(1), (T, 1)), max_iters=100, tol=1e-6)
     x, thetas = x0, []
-    for t in range(T):  # closed loop on the true (clipping) dynamics
-        u = res.U[t] + res.K[t] @ (x - res.X[t])
-        x = env.dynamics(x, u)
+    for t in range(T):  # closed loop on the true dynamics
+        x = env.dynamics(x, jnp.tanh(res.U[t] + res.K[t] @ (x - res.X[t])))
         thetas.append(float(angle_normalize(x[0])))
     thetas = np.array(thetas)
     assert abs(float(x0[0])) > 3.1  # starts hanging down
-    assert np.all(np.abs(thetas[-20:]) < 0.2), thetas[-20:]  # upright for the last second
-    assert res.costs[-1] < 0.8 * res.costs[0]
+    assert np.all(np.abs(thetas[-5:]) < 0.2), thetas[-5:]  # upright at the end ...
+    assert abs(float(x[1])) < 1.0  # ... and not passing through
+    assert res.costs[-1] < 0.5 * res.costs[0]
 
 
 def _random_lg(rng, T, S, A, dtype=np.float64):
