@@ -14,7 +14,7 @@ ALGORITHMS: dict[str, tuple[str, dict]] = {
     "mpc": ("mbrlax.algorithms.mpc", {}), "pets": ("mbrlax.algorithms.mpc", {"variant": "pets"}),
     "mopo": ("mbrlax.algorithms.mopo", {}), "bc": ("mbrlax.algorithms.bc", {}),
     "bptt": ("mbrlax.algorithms.bptt", {}), "mbpg": ("mbrlax.algorithms.mbpg", {}),
-    "metrpo": ("mbrlax.algorithms.metrpo", {}),
+    "metrpo": ("mbrlax.algorithms.metrpo", {}), "mbmpo": ("mbrlax.algorithms.mbmpo", {}),
     "ilqr": ("mbrlax.algorithms.ilqr", {}), "lqr_flm": ("mbrlax.algorithms.lqr_flm", {}),
     "gps": ("mbrlax.algorithms.gps", {}),
     "distill": ("mbrlax.algorithms.distill", {}), "dnc": ("mbrlax.algorithms.dnc", {}),
