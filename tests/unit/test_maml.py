@@ -2,6 +2,8 @@
 three "models": the meta-gradient against central finite differences (float64), the inner step's effect on
 each model's expected return, the second-order term, the Fisher-vector product and the outer TRPO step."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,10 +37,14 @@ def agent(inner_type="log_likelihood", inner_lr=0.5, rollouts=8, horizon=10, hid
 def batches(ag, params, dtype, seed=0):
     """Fixed samples (fixed noise) of the pre-update policy and of the adapted policies in the three systems."""
     pool = jax.random.normal(jax.random.key(seed), (64, 2), dtype)
-    dyn = lq_dyn(dtype)
-    pre, _ = ag.imagine(params, False, dyn, ag._starts(pool, jax.random.key(seed + 1)), jax.random.key(seed + 2))
+    return _batches(ag, params, pool, lq_dyn(dtype), tuple(jax.random.key(seed + i) for i in range(1, 5)))
+
+
+@partial(jax.jit, static_argnums=0)  # one program instead of hundreds of op-by-op ones (the suite's time is compiling)
+def _batches(ag, params, pool, dyn, keys):
+    pre, _ = ag.imagine(params, False, dyn, ag._starts(pool, keys[0]), keys[1])
     adapted = maml.adapt_all(ag.policy_net, params, pre, ag.inner_lr, ag.inner_type)
-    post, _ = ag.imagine(adapted, True, dyn, ag._starts(pool, jax.random.key(seed + 3)), jax.random.key(seed + 4))
+    post, _ = ag.imagine(adapted, True, dyn, ag._starts(pool, keys[2]), keys[3])
     return pre, post
 
 
@@ -70,16 +76,24 @@ def test_inner_step_raises_each_models_expected_return():
     params = ag.init(jax.random.key(3)).policy
     dyn = lq_dyn(jnp.float32)
     pool = jax.random.normal(jax.random.key(0), (4096, 2))
-    pre, _ = ag.imagine(params, False, dyn, ag._starts(pool, jax.random.key(1)), jax.random.key(2))
-    grads = jax.vmap(jax.grad(maml.inner_objective, argnums=1), (None, None, 0, None))(
-        ag.policy_net, params, pre, ag.inner_type)
 
+    @jax.jit
+    def inner_gradients(params):
+        pre, _ = ag.imagine(params, False, dyn, ag._starts(pool, jax.random.key(1)), jax.random.key(2))
+        return jax.vmap(jax.grad(maml.inner_objective, argnums=1), (None, None, 0, None))(
+            ag.policy_net, params, pre, ag.inner_type)
+
+    grads = inner_gradients(params)
     starts = jnp.broadcast_to(pool, (3, *pool.shape))
 
-    def expected_returns(step):  # J_k(θ + step · ∇Ĵ_k) for k = 0, 1, 2, 4096 rollouts each, the same noise
+    @jax.jit
+    def returns(step):  # J_k(θ + step · ∇Ĵ_k) for k = 0, 1, 2, 4096 rollouts each, the same noise
         stacked = jax.tree.map(lambda p, g: p + step * g, params, grads)
         rolls = maml.sample(ag.policy_net, stacked, True, lq_step, dyn, starts, jax.random.key(7), horizon=20)
-        return np.asarray(jax.vmap(maml.mean_return)(rolls))
+        return jax.vmap(maml.mean_return)(rolls)
+
+    def expected_returns(step):
+        return np.asarray(returns(jnp.float32(step)))
 
     before, after, backwards = expected_returns(0.0), expected_returns(0.05), expected_returns(-0.05)
     gain = after - before
@@ -91,8 +105,12 @@ def _meta_and_first_order(inner_type):
     """(∇M, first-order ∇M, α·1/T Σ_k ∇²Ĵ_k ∇L_k(θ'_k), the T inner gradients ∇Ĵ_k) at θ, float64."""
     ag = agent(inner_type)
     params = params64(ag)
-    pre, post = batches(ag, params, jnp.float64)
-    net, lr = ag.policy_net, ag.inner_lr
+    return _gradients(ag, params, *batches(ag, params, jnp.float64))
+
+
+@partial(jax.jit, static_argnums=0)
+def _gradients(ag, params, pre, post):
+    net, lr, inner_type = ag.policy_net, ag.inner_lr, ag.inner_type
     flat, unravel = ravel_pytree(params)
     meta = jax.grad(lambda f: maml.meta_objective(net, unravel(f), pre, post, lr, inner_type))(flat)
     first = ravel_pytree(maml.first_order_gradient(net, params, pre, post, lr, inner_type))[0]

@@ -290,7 +290,8 @@ def train(cfg: Config) -> Result:
     train_conds, test_conds = conditions(cfg.train_seeds, cfg.train_qpos), conditions(cfg.test_seeds, cfg.test_qpos)
     hidden = tuple(cfg.policy_hidden)
     costs = flm.cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
-    fitter = flm.DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed)
+    fitter = flm.DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed,
+                                model_epochs=cfg.prior_model_epochs)
     per_iter = M * cfg.samples * T  # environment steps per iteration
 
     with env, runs.Run(cfg, "gps", f"gps-{cfg.env.replace('/', '_')}-s{cfg.seed}", cfg.iterations * per_iter) as run:

@@ -55,6 +55,8 @@ class LocalStepOptions:
     """Pseudo-count of the GMM prior (GPS code: strength 1 with a small n0)."""
     max_prior_points: int = 20_000
     """Cap on the (x, u, x') points kept for the GMM (oldest dropped)."""
+    prior_model_epochs: int = 50
+    """At most this many epochs per fit of the 'model' prior's global model (warm-started; early stopping)."""
     min_step_mult: float = 0.01
     """Lower bound of the adaptive multiplier of kl_step (GPS code: 0.01)."""
     max_step_mult: float | None = 10.0

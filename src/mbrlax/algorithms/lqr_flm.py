@@ -184,14 +184,14 @@ class DynamicsFitter:
     a deterministic MLP ensemble, MSE, warm-started every iteration; its mean is linearized at each step)."""
 
     def __init__(self, regression: str, components: int, strength: float, max_points: int, seed: int,
-                 model_hidden: tuple[int, ...] = (64, 64)):
+                 model_hidden: tuple[int, ...] = (64, 64), model_epochs: int = 50):
         if regression not in REGRESSIONS:
             raise ValueError(f"unknown regression '{regression}'; use one of {', '.join(REGRESSIONS)}")
         self.regression, self.components, self.strength = regression, components, strength
         self.max_points, self.key = max_points, jax.random.key(seed)
         self.points: np.ndarray | None = None
         self.gmm_points = 2048
-        self.model_hidden = tuple(model_hidden)
+        self.model_hidden, self.model_epochs = tuple(model_hidden), model_epochs
         self.model: Any = None  # the global model of the 'model' prior, made at its first fit
         self.model_state: Any = None
         self._saved_model: Any = None  # a checkpointed model state, restored at the next fit
@@ -224,7 +224,7 @@ class DynamicsFitter:
                     state, self._saved_model = runs.check_like("dynamics prior model", self._saved_model, state), None
             zeros: np.ndarray = np.zeros(len(x), np.float32)
             self.model_state, _ = fit(self.model, state, Transition(x, u, zeros, nxt, zeros), k_fit,
-                                      max_epochs=50, patience=5)
+                                      max_epochs=self.model_epochs, patience=5)
         model, ms = self.model, self.model_state
 
         def model_fn(xv, uv):  # the members' mean next state, float32 inside, the caller's dtype outside
@@ -339,7 +339,8 @@ def train(cfg: Config) -> Result:
     env, spec = make(cfg.env, **cfg.env_kwargs)
     T, S, A = _horizon(spec), spec.obs_dim, spec.act_dim
     costs = cost_fns(cfg.cost, cfg.w_dist, cfg.w_ctrl, cfg.final_weight)
-    fitter = DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed)
+    fitter = DynamicsFitter(cfg.regression, cfg.gmm_components, cfg.prior_strength, cfg.max_prior_points, cfg.seed,
+                            model_epochs=cfg.prior_model_epochs)
     per_iter = cfg.samples * T  # environment steps per iteration
 
     with jax.enable_x64(True), env, runs.Run(cfg, "lqr_flm", f"lqr_flm-{cfg.env.replace('/', '_')}-s{cfg.seed}",
