@@ -6,7 +6,7 @@ SAC alone ("sac") is the same loop with real_ratio=1 (no model), every other set
 for reference only (it differs from MBPO in two settings, not one). Runs are resumable: re-running the script
 continues unfinished runs from their checkpoints and skips finished ones.
 
-    python benchmarks/mbpo_pendulum.py [--seeds 0 1 2] [--steps 1500] [--workers 2] [--arms mbpo sac sac-g1]
+    python benchmarks/mbpo_pendulum.py [--seeds 0 1 2] [--steps 1000] [--workers 2] [--arms mbpo sac sac-g1]
 
 Writes benchmarks/results/mbpo_pendulum.json and mbpo_pendulum.png.
 """
@@ -60,7 +60,7 @@ def first_crossing(steps: list[int], returns: list[float]) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     ap.add_argument("--report-only", action="store_true",

@@ -92,9 +92,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Not in the paper: sized so that MBPO solves it (return ≥ -200) by step 1,000 and the demo (`make demo`)
     # takes minutes: seeds 0 / 1 / 2 first reach -200 at 600 / 700 / 1,000 steps (benchmarks/mbpo_pendulum.py).
     # One epoch is one 200-step episode. SAC's lr 1e-3 is rl-baselines3-zoo's for Pendulum; with 3e-4 and G=10
-    # seed 2 needed 1,500 steps.
+    # seed 2 needed 1,500 steps. The run stops at 1,000 steps: `make demo` is what a new user waits for.
     "Pendulum-v1": dict(
-        steps=1500, init_steps=400, epoch_length=200, model_train_freq=200, rollout_batch_size=20_000,
+        steps=1000, init_steps=400, epoch_length=200, model_train_freq=200, rollout_batch_size=20_000,
         rollout_schedule=(0, 10, 1, 1), model_retain_epochs=2, updates_per_step=20, real_ratio=0.1,
         model_hidden=(200, 200, 200), eval_every=100, eval_episodes=5, model_max_epochs=50, sac_lr=1e-3,
     ),
