@@ -90,7 +90,8 @@ DEFAULTS: dict[str, Any] = dict(
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Not in the paper: sized so that MBPO solves it (return ≥ -200) by step 1,000 and the demo (`make demo`)
-    # takes minutes: seeds 0 / 1 / 2 first reach -200 at 600 / 700 / 1,000 steps (benchmarks/mbpo_pendulum.py).
+    # takes minutes: seeds 0 / 1 / 2 first reach -200 at 600 / 700 / 600 steps and are above it at step 1,000
+    # (-122 / -119 / -147; seed 2 falls back in between; benchmarks/mbpo_pendulum.py --steps 1000).
     # One epoch is one 200-step episode. SAC's lr 1e-3 is rl-baselines3-zoo's for Pendulum; with 3e-4 and G=10
     # seed 2 needed 1,500 steps. The run stops at 1,000 steps: `make demo` is what a new user waits for.
     "Pendulum-v1": dict(
