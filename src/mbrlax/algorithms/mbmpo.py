@@ -159,20 +159,10 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
-# (env, env_kwargs, use_known_reward) -> (reward_fn, term_fn): the same function objects for the same env, so that
-# the agent (a static jit argument that holds them) is equal across train() calls and its compiled code is reused.
-_ENV_FNS: dict[tuple, tuple] = {}
-
-
 def _components(cfg: Config, env: Any, spec: EnvSpec) -> tuple[EnsembleModel, MAML]:
     """The ensemble (every member a task) and the MAML agent whose tasks run in it."""
-    fns_key = (cfg.env, repr(sorted(cfg.env_kwargs.items())), cfg.use_known_reward)
-    if fns_key not in _ENV_FNS:
-        _ENV_FNS[fns_key] = model_loop.env_functions(cfg.env, env, cfg.use_known_reward, cfg.env_kwargs)
-    reward_fn, term_fn = _ENV_FNS[fns_key]
-    learn_term = cfg.learn_termination if cfg.learn_termination is not None else term_fn is None
-    model = model_loop.make_model(cfg, spec.obs_dim, spec.act_dim, learn_term)
-    agent = MAML(spec.obs_dim, spec.act_dim, EnsembleDynamics(model, reward_fn, None if learn_term else term_fn),
+    model, reward_fn, term_fn = model_loop.model_and_fns(cfg, env, spec.obs_dim, spec.act_dim)
+    agent = MAML(spec.obs_dim, spec.act_dim, EnsembleDynamics(model, reward_fn, term_fn),
                  cfg.meta_batch_size, hidden=cfg.policy_hidden, init_log_std=cfg.init_log_std, rollouts=cfg.rollouts,
                  horizon=cfg.horizon, gamma=cfg.gamma, lam=cfg.lam, inner_lr=cfg.inner_lr, inner_type=cfg.inner_type,
                  max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping)

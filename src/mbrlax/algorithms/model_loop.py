@@ -103,10 +103,22 @@ def run_name(tag: str, cfg: Any) -> str:
 # ---- components --------------------------------------------------------------------------------------
 
 
+# (env id, use_known_reward, env_kwargs) -> (reward_fn, term_fn): the same function objects for the same env, so that
+# an agent that holds them as a static jit argument is equal across train() calls and its compiled code is reused.
+_ENV_FNS: dict[tuple, tuple] = {}
+
+
 def env_functions(env_id: str, env: gym.Env, use_known_reward: bool = True, env_kwargs: dict | None = None):
     """(reward_fn, term_fn) in the *agent's* action space [-1, 1], each None where mbrlax knows none:
     pure-JAX `mbrlax/...` envs give theirs, Gymnasium ids the `known_fns` ones (rescaled from the env's
-    own action bounds, e.g. Pendulum's torque 2a)."""
+    own action bounds, e.g. Pendulum's torque 2a). Memoized per env (see _ENV_FNS)."""
+    key = (env_id, use_known_reward, repr(sorted((env_kwargs or {}).items())))
+    if key not in _ENV_FNS:
+        _ENV_FNS[key] = _env_functions(env_id, env, use_known_reward, env_kwargs)
+    return _ENV_FNS[key]
+
+
+def _env_functions(env_id: str, env: gym.Env, use_known_reward: bool, env_kwargs: dict | None):
     if env_id.startswith("mbrlax/"):
         from mbrlax.envs import jax_envs
 
