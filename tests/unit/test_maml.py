@@ -167,7 +167,7 @@ def test_outer_trpo_step_improves_the_meta_objective_within_the_kl_bound():
     @jax.jit  # the samples are arguments, not constants folded into the program
     def step(f, max_kl, pre, post):
         fvp = maml.meta_fvp(net, unravel(f), pre, post, lr, inner_type)
-        return maml.trust_region_step(lambda g: evaluate(g, pre, post), fvp, f, max_kl=max_kl)
+        return maml.trust_region_step(lambda g: evaluate(g, pre, post), fvp, f, max_kl=max_kl, prefix="outer/")
 
     for max_kl in (1e-3, 1e-2):
         new, info = step(flat, max_kl, pre, post)

@@ -53,10 +53,10 @@ from mbrlax.agents.ppo import (
     GaussianPolicy,
     _normalize,
     _wmean,
-    conjugate_gradient,
     gae,
     gaussian_kl,
     gaussian_log_prob,
+    trust_region_step,
 )
 from mbrlax.models.ensemble import EnsembleModel
 from mbrlax.types import RewardFn, TermFn
@@ -313,44 +313,6 @@ def meta_fvp(policy_net: GaussianPolicy, params: Any, pre: TaskBatch, post: Task
     return fvp
 
 
-def trust_region_step(evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-                      fvp: Callable[[jax.Array], jax.Array], flat: jax.Array, *, max_kl: float, cg_iters: int = 10,
-                      cg_damping: float = 1e-5, backtrack_iters: int = 15, backtrack_coef: float = 0.8
-                      ) -> tuple[jax.Array, dict]:
-    """One TRPO step on flat parameters for any `evaluate(flat) -> (objective, mean KL)` (rllab's
-    ConjugateGradientOptimizer, the one the MB-MPO code uses): s = F⁻¹g by conjugate gradient, scaled to the
-    trust-region boundary √(2δ / sᵀFs), then a backtracking line search (coef^i, sequential: it stops at the
-    first step that improves the objective with KL ≤ δ). No acceptable step: the parameters are unchanged."""
-    base, g = jax.value_and_grad(lambda f: evaluate(f)[0])(flat)
-    damped = lambda v: fvp(v) + cg_damping * v  # noqa: E731
-    s = conjugate_gradient(damped, g, cg_iters)
-    full_step = jnp.sqrt(2 * max_kl / jnp.maximum(s @ damped(s), 1e-12)) * s
-
-    def cond(c):
-        i, accepted, *_ = c
-        return (i < backtrack_iters) & ~accepted
-
-    def body(c):
-        i, _, _, _, _ = c
-        frac = jnp.asarray(backtrack_coef, flat.dtype) ** i
-        cand = flat + frac * full_step
-        obj, d = evaluate(cand)
-        ok = (d <= max_kl) & (obj > base) & jnp.isfinite(obj) & jnp.isfinite(d)
-        return i + 1, ok, cand, obj, d
-
-    zero = jnp.zeros((), flat.dtype)
-    i, accepted, cand, obj, d = jax.lax.while_loop(cond, body, (jnp.int32(0), jnp.array(False), flat, base, zero))
-    new = jnp.where(accepted, cand, flat)
-    info = {
-        "outer/kl": jnp.where(accepted, d, 0.0),
-        "outer/improvement": jnp.where(accepted, obj - base, 0.0),
-        "outer/step_accepted": accepted.astype(jnp.float32),
-        "outer/backtracks": jnp.where(accepted, i - 1, i).astype(jnp.float32),
-        "outer/grad_norm": jnp.linalg.norm(g),
-    }
-    return new, info
-
-
 # ---- the agent ---------------------------------------------------------------------------------------
 
 
@@ -438,7 +400,7 @@ class MAML:
         new, info = trust_region_step(
             lambda f: meta_objective_and_kl(self.policy_net, unravel(f), *args),
             meta_fvp(self.policy_net, params, *args), flat, max_kl=self.max_kl, cg_iters=self.cg_iters,
-            cg_damping=self.cg_damping, backtrack_iters=self.backtrack_iters)
+            cg_damping=self.cg_damping, backtrack_iters=self.backtrack_iters, prefix="outer/")
         inner_kl = jax.vmap(mean_kl, (None, 0, 0))(self.policy_net, adapted, pre).mean()
         info = {**info, "maml/pre_return": pre_ret.mean(), "maml/post_return": post_ret.mean(),
                 "maml/adaptation_gain": (post_ret - pre_ret).mean(), "maml/inner_kl": inner_kl,

@@ -15,7 +15,7 @@ Every update is a pure, jitted function; epochs and minibatches are `lax.scan`s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -163,10 +163,8 @@ def trpo_step(
     backtrack_iters: int = 10,
     backtrack_coef: float = 0.8,
 ) -> tuple[Any, dict]:
-    """One TRPO update (Schulman et al. 2015, appendix C): the natural-gradient direction s = F⁻¹ g by
-    conjugate gradient on Fisher-vector products (Hessian of the mean KL), scaled to the trust-region
-    boundary β = sqrt(2δ / sᵀFs), then a backtracking line search over β·coef^k accepting the first step
-    that improves the surrogate with mean KL ≤ δ (no acceptable step: the parameters are unchanged)."""
+    """One TRPO update (Schulman et al. 2015) of the surrogate mean[π/π_old Â] under mean KL ≤ δ, by
+    `trust_region_step` with Fisher-vector products from the Hessian of the mean KL."""
     flat, unravel = ravel_pytree(params)
     old_mean, old_log_std = jax.lax.stop_gradient(policy_net.apply(params, batch.obs))
     adv = batch.advantage
@@ -180,32 +178,52 @@ def trpo_step(
         mean, log_std = policy_net.apply(unravel(f), batch.obs)
         return _wmean(gaussian_kl(old_mean, old_log_std, mean, jnp.broadcast_to(log_std, mean.shape)), batch.weight)
 
-    g = jax.grad(surrogate)(flat)
-
-    def fvp(v):
-        hv = jax.jvp(jax.grad(mean_kl), (flat,), (v,))[1]
-        return hv + cg_damping * v
-
-    s = conjugate_gradient(fvp, g, cg_iters)
-    shs = jnp.maximum(s @ fvp(s), 1e-12)
-    full_step = jnp.sqrt(2 * max_kl / shs) * s
-    base = surrogate(flat)
-    fracs = backtrack_coef ** jnp.arange(backtrack_iters, dtype=jnp.float32)
-    cand = flat[None] + fracs[:, None] * full_step[None]
-    sur = jax.vmap(surrogate)(cand)
-    kls = jax.vmap(mean_kl)(cand)
-    ok = (kls <= max_kl) & (sur > base) & jnp.isfinite(sur)
-    first = jnp.argmax(ok)  # first acceptable fraction (0 if none: guarded below)
-    accept = ok.any()
-    new_flat = jnp.where(accept, cand[first], flat)
-    info = {
-        "pg/kl": jnp.where(accept, kls[first], 0.0),
-        "pg/improvement": jnp.where(accept, sur[first] - base, 0.0),
-        "pg/step_accepted": accept.astype(jnp.float32),
-        "pg/step_fraction": jnp.where(accept, fracs[first], 0.0),
-        "pg/grad_norm": jnp.linalg.norm(g),
-    }
+    new_flat, info = trust_region_step(
+        lambda f: (surrogate(f), mean_kl(f)), lambda v: jax.jvp(jax.grad(mean_kl), (flat,), (v,))[1], flat,
+        max_kl=max_kl, cg_iters=cg_iters, cg_damping=cg_damping, backtrack_iters=backtrack_iters,
+        backtrack_coef=backtrack_coef, prefix="pg/")
     return unravel(new_flat), info
+
+
+def trust_region_step(evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+                      fvp: Callable[[jax.Array], jax.Array], flat: jax.Array, *, max_kl: float, cg_iters: int = 10,
+                      cg_damping: float = 1e-5, backtrack_iters: int = 15, backtrack_coef: float = 0.8,
+                      prefix: str = "trpo/") -> tuple[jax.Array, dict]:
+    """One TRPO step on flat parameters for any `evaluate(flat) -> (objective, mean KL)` and undamped
+    Fisher-vector product `fvp` (Schulman et al. 2015, appendix C; rllab's ConjugateGradientOptimizer, the one
+    the MB-MPO code uses): s = F⁻¹g by conjugate gradient, scaled to the trust-region boundary √(2δ / sᵀFs),
+    then a backtracking line search (coef^i, sequential: it stops at the first step that improves the objective
+    with KL ≤ δ). No acceptable step: the parameters are unchanged. Info keys start with `prefix`."""
+    base, g = jax.value_and_grad(lambda f: evaluate(f)[0])(flat)
+    damped = lambda v: fvp(v) + cg_damping * v  # noqa: E731
+    s = conjugate_gradient(damped, g, cg_iters)
+    full_step = jnp.sqrt(2 * max_kl / jnp.maximum(s @ damped(s), 1e-12)) * s
+
+    def cond(c):
+        i, accepted, *_ = c
+        return (i < backtrack_iters) & ~accepted
+
+    def body(c):
+        i, _, _, _, _ = c
+        frac = jnp.asarray(backtrack_coef, flat.dtype) ** i
+        cand = flat + frac * full_step
+        obj, d = evaluate(cand)
+        ok = (d <= max_kl) & (obj > base) & jnp.isfinite(obj) & jnp.isfinite(d)
+        return i + 1, ok, cand, obj, d
+
+    zero = jnp.zeros((), flat.dtype)
+    i, accepted, cand, obj, d = jax.lax.while_loop(cond, body, (jnp.int32(0), jnp.array(False), flat, base, zero))
+    new = jnp.where(accepted, cand, flat)
+    backtracks = jnp.where(accepted, i - 1, i)
+    info = {
+        "kl": jnp.where(accepted, d, 0.0),
+        "improvement": jnp.where(accepted, obj - base, 0.0),
+        "step_accepted": accepted.astype(jnp.float32),
+        "step_fraction": jnp.where(accepted, jnp.asarray(backtrack_coef, flat.dtype) ** backtracks, 0.0),
+        "backtracks": backtracks.astype(jnp.float32),
+        "grad_norm": jnp.linalg.norm(g),
+    }
+    return new, {prefix + k: v for k, v in info.items()}
 
 
 class PolicyGradient(StaticSpec):
