@@ -61,9 +61,10 @@ def test_member_returns_are_each_members_own_rollout():
     got = metrpo.member_returns(agent, st, model, ms, starts, jax.random.key(4), horizon=3, reward_fn=rew)
     assert got.shape == (5,) and len(set(np.round(np.asarray(got), 5))) == 5  # the members differ
     # member 2 alone, by the mean of the deterministic prediction with the same policy noise
+    from mbrlax.agents.pathwise import stepper
     from mbrlax.agents.ppo import model_rollout
-    roll = model_rollout(agent, st, model, ms, starts, jax.random.key(4), horizon=3, mode="fixed", member=2,
-                         reward_fn=rew)
+    roll = model_rollout(agent, st, stepper(model, ms, mode="fixed", member=2, reward_fn=rew), starts,
+                         jax.random.key(4), 3)
     assert float(got[2]) == pytest.approx(float((roll.reward * roll.alive).sum(0).mean()), rel=1e-5)
 
 

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from mbrlax.agents.pathwise import Rollout, reward_to_go
+from mbrlax.agents.pathwise import Rollout, imagine, reward_to_go
 from mbrlax.agents.ppo import (
     GaussianPolicy,
     _normalize,
@@ -146,28 +146,21 @@ def sample(policy_net: GaussianPolicy, params: Any, stacked: bool, dyn_step: Dyn
            start_obs: jax.Array, key: jax.Array, horizon: int) -> Imagined:
     """B trajectories per task of π_params (stacked=False: one θ for every task; stacked=True: task k's own
     params[k]) through `dyn_step` from start_obs T×B×D: a lax.scan over H, the tasks batched. Returns the
-    T-stacked Imagined. A step whose prediction is not finite ends its trajectory (as in ppo.model_rollout)."""
+    T-stacked Imagined. A step whose prediction is not finite ends its trajectory (`pathwise.imagine` with guard)."""
     apply = jax.vmap(policy_net.apply) if stacked else policy_net.apply
 
-    def body(carry, k):
-        obs, alive = carry
-        k_pi, k_m = jax.random.split(k)
+    def act(obs, k):
         mean, log_std = apply(params, obs)
         log_std = jnp.broadcast_to(log_std[:, None] if stacked else log_std, mean.shape)
-        a = mean + jnp.exp(log_std) * jax.random.normal(k_pi, mean.shape, mean.dtype)
-        next_obs, reward, done = dyn_step(dyn, obs, jnp.clip(a, -1.0, 1.0), k_m)
-        bad = ~jnp.all(jnp.isfinite(next_obs), -1) | ~jnp.isfinite(reward)
-        next_obs = jnp.where(bad[..., None], obs, next_obs)
-        reward = jnp.where(bad, 0.0, reward)
-        next_alive = alive * (1.0 - (done > 0.5)) * (1.0 - bad)
-        return (next_obs, next_alive), (obs, a, gaussian_log_prob(mean, log_std, a), mean, reward, alive)
+        a = mean + jnp.exp(log_std) * jax.random.normal(k, mean.shape, mean.dtype)
+        return jnp.clip(a, -1.0, 1.0), (a, gaussian_log_prob(mean, log_std, a), mean)
 
-    (_, final_alive), out = jax.lax.scan(
-        body, (start_obs, jnp.ones(start_obs.shape[:2], start_obs.dtype)), jax.random.split(key, horizon))
-    obs, act, logp, mean, rew, alive = (jnp.swapaxes(x, 0, 1) for x in out)  # H×T×… -> T×H×…
+    _, final_alive, (obs, (a, logp, mean), rew, alive) = imagine(
+        act, lambda o, a, k: dyn_step(dyn, o, a, k), start_obs, key, horizon, guard=True)
+    obs, a, logp, mean, rew, alive = (jnp.swapaxes(x, 0, 1) for x in (obs, a, logp, mean, rew, alive))  # -> T×H×…
     log_std = apply(params, start_obs[:, :1])[1]
     log_std = log_std if stacked else jnp.broadcast_to(log_std, (start_obs.shape[0], log_std.shape[-1]))
-    return Imagined(obs, act, logp, mean, log_std, rew, alive, final_alive)
+    return Imagined(obs, a, logp, mean, log_std, rew, alive, final_alive)
 
 
 def baseline_features(obs: jax.Array) -> jax.Array:

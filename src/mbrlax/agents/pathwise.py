@@ -162,37 +162,54 @@ class Rollout(NamedTuple):
     final_alive: jax.Array
 
 
-def model_rollout(
-    act: Callable[[jax.Array, jax.Array], jax.Array],
-    model: EnsembleModel,
-    model_state: ModelState,
+def imagine(
+    act: Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]],
+    step: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]],
     start_obs: jax.Array,
     key: jax.Array,
-    *,
     horizon: int,
-    mode: str = "step",
-    member: jax.Array | int | None = None,
-    reward_fn: RewardFn | None = None,
-    term_fn: TermFn | None = None,
-) -> Rollout:
-    """Roll `act(obs B×D, key) -> action B×A` through the model for `horizon` steps from start_obs B×D
-    (lax.scan; differentiable through the actions and states)."""
+    *,
+    guard: bool = False,
+) -> tuple[jax.Array, jax.Array, tuple[jax.Array, Any, jax.Array, jax.Array]]:
+    """The one scan of a policy through a model, shared by the pathwise, policy-gradient and MB-MPO rollouts.
+
+    `act(obs, key) -> (action, record)`: the action the model takes and what the rollout keeps of it;
+    `step(obs, action, key) -> (next_obs, reward, done)`. start_obs is …×D (any leading batch axes).
+    Returns final_obs, final_alive and the H-stacked (obs, record, reward, alive), alive = 1 until the rollout
+    ended (held within the step). guard=False (differentiable, BPTT): alive decays by 1 − done, done not
+    differentiated. guard=True (sampled rollouts for likelihood-ratio gradients): done > 0.5 ends a rollout, and a
+    step predicting a non-finite state or reward ends it too (state held, reward 0) so it cannot poison a batch."""
 
     def body(carry, k):
         obs, alive = carry
         k_pi, k_m = jax.random.split(k)
-        action = act(obs, k_pi)
-        next_obs, reward, done = model_step(
-            model, model_state, obs, action, k_m, mode=mode, member=member, reward_fn=reward_fn, term_fn=term_fn
-        )
-        # Termination is a discrete event: it masks, it is not differentiated.
-        next_alive = alive * (1.0 - jax.lax.stop_gradient(done))
-        return (next_obs, next_alive), (obs, action, reward, alive)
+        action, record = act(obs, k_pi)
+        next_obs, reward, done = step(obs, action, k_m)
+        if guard:
+            bad = ~jnp.all(jnp.isfinite(next_obs), -1) | ~jnp.isfinite(reward)
+            next_obs = jnp.where(bad[..., None], obs, next_obs)
+            reward = jnp.where(bad, 0.0, reward)
+            next_alive = alive * (1.0 - (done > 0.5)) * (1.0 - bad)
+        else:  # termination is a discrete event: it masks, it is not differentiated
+            next_alive = alive * (1.0 - jax.lax.stop_gradient(done))
+        return (next_obs, next_alive), (obs, record, reward, alive)
 
-    b = start_obs.shape[0]
-    (final_obs, final_alive), (obs, action, reward, alive) = jax.lax.scan(
-        body, (start_obs, jnp.ones((b,), jnp.float32)), jax.random.split(key, horizon)
-    )
+    alive0 = jnp.ones(start_obs.shape[:-1], start_obs.dtype)
+    (final_obs, final_alive), out = jax.lax.scan(body, (start_obs, alive0), jax.random.split(key, horizon))
+    return final_obs, final_alive, out
+
+
+def stepper(model: EnsembleModel, model_state: ModelState, **kw: Any):
+    """`step(obs, action, key)` of `imagine` for `model_step` with these settings (mode, member, reward_fn, …)."""
+    return lambda obs, action, key: model_step(model, model_state, obs, action, key, **kw)
+
+
+def model_rollout(act: Callable[[jax.Array, jax.Array], jax.Array], step, start_obs: jax.Array, key: jax.Array,
+                  horizon: int) -> Rollout:
+    """Roll `act(obs B×D, key) -> action B×A` through `step` (e.g. `stepper(model, model_state, mode=...)`) for
+    `horizon` steps from start_obs B×D; differentiable through the actions and states."""
+    final_obs, final_alive, (obs, action, reward, alive) = imagine(
+        lambda o, k: (a := act(o, k), a), step, start_obs, key, horizon)
     return Rollout(obs, action, reward, alive, final_obs, final_alive)
 
 
@@ -280,10 +297,8 @@ class Pathwise(StaticSpec):
 
     # ---- losses ------------------------------------------------------------------------------------
     def rollout(self, policy_params: Any, model_state: ModelState, start_obs: jax.Array, key: jax.Array) -> Rollout:
-        return model_rollout(
-            lambda o, k: self.sample_action(policy_params, o, k), self.model, model_state, start_obs, key,
-            horizon=self.horizon, mode=self.member_mode, reward_fn=self.reward_fn, term_fn=self.term_fn,
-        )
+        step = stepper(self.model, model_state, mode=self.member_mode, reward_fn=self.reward_fn, term_fn=self.term_fn)
+        return model_rollout(lambda o, k: self.sample_action(policy_params, o, k), step, start_obs, key, self.horizon)
 
     def policy_loss(self, policy_params: Any, value_params: Any, model_state: ModelState, start_obs: jax.Array,
                     key: jax.Array) -> tuple[jax.Array, Rollout]:

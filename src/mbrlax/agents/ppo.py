@@ -380,44 +380,21 @@ class PGRollout(NamedTuple):
     final_alive: jax.Array
 
 
-def model_rollout(
-    agent: PolicyGradient,
-    state: PGState,
-    model: Any,
-    model_state: Any,
-    start_obs: jax.Array,
-    key: jax.Array,
-    *,
-    horizon: int,
-    mode: str = "step",
-    member: jax.Array | int | None = None,
-    reward_fn=None,
-    term_fn=None,
-) -> PGRollout:
-    """Sample trajectories of the Gaussian policy through the model (no gradient needed: likelihood ratio).
-    Actions are clipped to [-1, 1] for the model, stored unclipped for log π."""
-    from mbrlax.agents.pathwise import model_step
+def model_rollout(agent: PolicyGradient, state: PGState, step, start_obs: jax.Array, key: jax.Array,
+                  horizon: int) -> PGRollout:
+    """Sample trajectories of the Gaussian policy through `step` (`pathwise.stepper(model, model_state, ...)`);
+    no gradient needed (likelihood ratio), so a non-finite prediction ends its rollout. Actions are clipped to
+    [-1, 1] for the model, stored unclipped for log π."""
+    from mbrlax.agents.pathwise import imagine
 
-    def body(carry, k):
-        obs, alive = carry
-        k_pi, k_m = jax.random.split(k)
-        a, logp = agent.sample(state.policy, obs, k_pi)
-        next_obs, reward, done = model_step(model, model_state, obs, jnp.clip(a, -1.0, 1.0), k_m, mode=mode,
-                                            member=member, reward_fn=reward_fn, term_fn=term_fn)
-        # A rollout that left the data (non-finite) is treated as terminated so it cannot poison the batch.
-        bad = ~jnp.all(jnp.isfinite(next_obs), -1) | ~jnp.isfinite(reward)
-        next_obs = jnp.where(bad[:, None], obs, next_obs)
-        reward = jnp.where(bad, 0.0, reward)
-        next_alive = alive * (1.0 - (done > 0.5)) * (1.0 - bad)
-        return (next_obs, next_alive), (obs, a, logp, reward, alive)
+    def act(obs, k):
+        a, logp = agent.sample(state.policy, obs, k)
+        return jnp.clip(a, -1.0, 1.0), (a, logp)
 
-    b = start_obs.shape[0]
-    (final_obs, final_alive), (obs, act, logp, rew, alive) = jax.lax.scan(
-        body, (start_obs, jnp.ones((b,), jnp.float32)), jax.random.split(key, horizon)
-    )
+    final_obs, final_alive, (obs, (a, logp), rew, alive) = imagine(act, step, start_obs, key, horizon, guard=True)
     values = agent.value(state.value, obs)
     last_value = agent.value(state.value, final_obs)
-    return PGRollout(obs, act, logp, rew, alive, values, last_value, final_alive)
+    return PGRollout(obs, a, logp, rew, alive, values, last_value, final_alive)
 
 
 def rollout_to_batch(agent: PolicyGradient, roll: PGRollout) -> PGBatch:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbrlax import runs
+from mbrlax.agents.pathwise import stepper
 from mbrlax.agents.ppo import PG_METHODS, PGState, PolicyGradient, model_rollout, rollout_to_batch
 from mbrlax.algorithms import model_loop
 from mbrlax.algorithms.common import Result
@@ -138,8 +139,8 @@ def improve(agent: PolicyGradient, state: PGState, model: EnsembleModel, model_s
         s0, k = xs
         k_roll, k_upd = jax.random.split(k)
         # 3a. sample H-step trajectories of π_θ through the model from real start states
-        roll = model_rollout(agent, st, model, model_state, s0, k_roll, horizon=horizon, mode=mode,
-                             reward_fn=reward_fn, term_fn=term_fn)
+        step = stepper(model, model_state, mode=mode, reward_fn=reward_fn, term_fn=term_fn)
+        roll = model_rollout(agent, st, step, s0, k_roll, horizon)
         # 3b. one policy-gradient update (GAE advantages, value baseline refit)
         st, info = agent.update(st, rollout_to_batch(agent, roll), k_upd)
         w = roll.alive

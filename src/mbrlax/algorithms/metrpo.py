@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbrlax import runs
+from mbrlax.agents.pathwise import stepper
 from mbrlax.agents.ppo import PGState, PolicyGradient, model_rollout
 from mbrlax.algorithms import model_loop
 from mbrlax.algorithms.common import Result
@@ -119,8 +120,8 @@ def member_returns(agent: PolicyGradient, state: PGState, model: EnsembleModel, 
     the same start states B×D with the same noise for every member. Returns K."""
 
     def one(m):
-        roll = model_rollout(agent, state, model, model_state, starts, key, horizon=horizon, mode="fixed", member=m,
-                             reward_fn=reward_fn, term_fn=term_fn)
+        step = stepper(model, model_state, mode="fixed", member=m, reward_fn=reward_fn, term_fn=term_fn)
+        roll = model_rollout(agent, state, step, starts, key, horizon)
         return (roll.reward * roll.alive).sum(0).mean()
 
     return jax.vmap(one)(jnp.arange(model.ensemble_size))

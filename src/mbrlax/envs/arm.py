@@ -21,7 +21,30 @@ def _opt(x: Any) -> jax.Array | None:
     return None if x is None else jnp.asarray(x, jnp.float32)
 
 
-class PointMass(JaxEnv):
+class _Reach(JaxEnv):
+    """What both tasks share: a target fixed by the constructor or sampled, an initial configuration `init`
+    (init_pos / init_q), the action scale (force / torque), and the reward −‖fingertip' − target‖ − ctrl_cost ‖a‖²
+    read off the observation's last two entries (fingertip − target)."""
+
+    def __init__(self, target: Any, init: Any, dt: float, scale: float, damping: float, ctrl_cost: float,
+                 init_noise: float):
+        self.target, self.init = _opt(target), _opt(init)
+        self.dt, self.scale, self.damping = float(dt), float(scale), float(damping)
+        self.ctrl_cost, self.init_noise = float(ctrl_cost), float(init_noise)
+
+    def init_state(self, key: jax.Array) -> jax.Array:
+        """state (configuration 2, velocity 0 0, target 2); `_start(k1, k2, k3)` draws the configuration and target."""
+        config, tgt = self._start(*jax.random.split(key, 3))
+        return jnp.concatenate([config, jnp.zeros(2, jnp.float32), tgt])
+
+    def _start(self, k1: jax.Array, k2: jax.Array, k3: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+    def reward(self, obs: jax.Array, action: jax.Array, next_obs: jax.Array) -> jax.Array:
+        return -jnp.linalg.norm(next_obs[..., -2:], axis=-1) - self.ctrl_cost * jnp.sum(_clip(action) ** 2, -1)
+
+
+class PointMass(_Reach):
     """A damped 2-D point mass pushed by a force: state (p 2, v 2, target 2), obs (p, v, target, p − target).
     v' = v + dt (force_scale·a − damping·v), p' = p + dt v'. reward = −‖p' − target‖ − ctrl_cost ‖a‖².
     Defaults: p0 ~ U[-1, 1]², target ~ U[-1, 1]², v0 = 0."""
@@ -30,31 +53,24 @@ class PointMass(JaxEnv):
 
     def __init__(self, target: Any = None, init_pos: Any = None, dt: float = 0.05, force_scale: float = 2.0,
                  damping: float = 0.5, ctrl_cost: float = 0.1, init_noise: float = 0.0):
-        self.target, self.init_pos = _opt(target), _opt(init_pos)
-        self.dt, self.force_scale, self.damping = float(dt), float(force_scale), float(damping)
-        self.ctrl_cost, self.init_noise = float(ctrl_cost), float(init_noise)
+        super().__init__(target, init_pos, dt, force_scale, damping, ctrl_cost, init_noise)
 
-    def init_state(self, key: jax.Array) -> jax.Array:
-        k1, k2, k3 = jax.random.split(key, 3)
-        pos = jax.random.uniform(k1, (2,), jnp.float32, -1.0, 1.0) if self.init_pos is None else self.init_pos
+    def _start(self, k1: jax.Array, k2: jax.Array, k3: jax.Array) -> tuple[jax.Array, jax.Array]:
+        pos = jax.random.uniform(k1, (2,), jnp.float32, -1.0, 1.0) if self.init is None else self.init
         pos = pos + self.init_noise * jax.random.normal(k3, (2,), jnp.float32)
         tgt = jax.random.uniform(k2, (2,), jnp.float32, -1.0, 1.0) if self.target is None else self.target
-        return jnp.concatenate([pos, jnp.zeros(2, jnp.float32), tgt])
+        return pos, tgt
 
     def dynamics(self, state: jax.Array, action: jax.Array) -> jax.Array:
         p, v, tgt = state[..., 0:2], state[..., 2:4], state[..., 4:6]
-        v = v + self.dt * (self.force_scale * _clip(action) - self.damping * v)
+        v = v + self.dt * (self.scale * _clip(action) - self.damping * v)
         return jnp.concatenate([p + self.dt * v, v, tgt], -1)
 
     def observe(self, state: jax.Array) -> jax.Array:
         return jnp.concatenate([state, state[..., 0:2] - state[..., 4:6]], -1)
 
-    def reward(self, obs: jax.Array, action: jax.Array, next_obs: jax.Array) -> jax.Array:
-        a = _clip(action)
-        return -jnp.linalg.norm(next_obs[..., 6:8], axis=-1) - self.ctrl_cost * jnp.sum(a**2, -1)
 
-
-class TwoLinkArm(JaxEnv):
+class TwoLinkArm(_Reach):
     """A 2-link planar reacher like Reacher-v5: links 0.1 and 0.11, torque = torque_scale·a, joint damping, the
     manipulator equation M(q) q̈ + C(q, q̇) q̇ + b q̇ = τ integrated with semi-implicit Euler (2 substeps of
     dt/2). state (q 2, q̇ 2, target 2); obs (cos q, sin q, target, q̇, fingertip − target) as in Reacher-v5
@@ -68,22 +84,19 @@ class TwoLinkArm(JaxEnv):
 
     def __init__(self, target: Any = None, init_q: Any = None, dt: float = 0.02, torque_scale: float = 6.0,
                  damping: float = 1.0, ctrl_cost: float = 1.0, init_noise: float = 0.1):
-        self.target, self.init_q = _opt(target), _opt(init_q)
-        self.dt, self.torque_scale, self.damping = float(dt), float(torque_scale), float(damping)
-        self.ctrl_cost, self.init_noise = float(ctrl_cost), float(init_noise)
+        super().__init__(target, init_q, dt, torque_scale, damping, ctrl_cost, init_noise)
 
-    def init_state(self, key: jax.Array) -> jax.Array:
-        k1, k2, k3 = jax.random.split(key, 3)
+    def _start(self, k1: jax.Array, k2: jax.Array, k3: jax.Array) -> tuple[jax.Array, jax.Array]:
         q = jax.random.uniform(k1, (2,), jnp.float32, -self.init_noise, self.init_noise)
-        if self.init_q is not None:
-            q = self.init_q + q
+        if self.init is not None:
+            q = self.init + q
         if self.target is None:  # uniform in the disc of radius 0.2 (Reacher rejects samples outside it)
             r = 0.2 * jnp.sqrt(jax.random.uniform(k2, (), jnp.float32))
             phi = jax.random.uniform(k3, (), jnp.float32, -jnp.pi, jnp.pi)
             tgt = jnp.stack([r * jnp.cos(phi), r * jnp.sin(phi)])
         else:
             tgt = self.target
-        return jnp.concatenate([q, jnp.zeros(2, jnp.float32), tgt])
+        return q, tgt
 
     def fingertip(self, q: jax.Array) -> jax.Array:
         """Forward kinematics: joint angles ...×2 -> fingertip position ...×2."""
@@ -102,7 +115,7 @@ class TwoLinkArm(JaxEnv):
 
     def dynamics(self, state: jax.Array, action: jax.Array) -> jax.Array:
         q, qd, tgt = state[..., 0:2], state[..., 2:4], state[..., 4:6]
-        tau = self.torque_scale * _clip(action)
+        tau = self.scale * _clip(action)
         h = self.dt / 2
         for _ in range(2):
             qd = qd + h * self._accel(q, qd, tau)
@@ -112,7 +125,3 @@ class TwoLinkArm(JaxEnv):
     def observe(self, state: jax.Array) -> jax.Array:
         q, qd, tgt = state[..., 0:2], state[..., 2:4], state[..., 4:6]
         return jnp.concatenate([jnp.cos(q), jnp.sin(q), tgt, qd, self.fingertip(q) - tgt], -1)
-
-    def reward(self, obs: jax.Array, action: jax.Array, next_obs: jax.Array) -> jax.Array:
-        a = _clip(action)
-        return -jnp.linalg.norm(next_obs[..., 8:10], axis=-1) - self.ctrl_cost * jnp.sum(a**2, -1)
