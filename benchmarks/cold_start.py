@@ -27,25 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, eval_curve, machine, write_json  # noqa: E402
+from sac_speed import gemm_rate  # noqa: E402
 
 from mbrlax.runs import read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 360  # the run-loop issue's bound for each command
-
-
-def gemm_gflops(n: int = 1024, reps: int = 20) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    tic = time.perf_counter()
-    for _ in range(reps):
-        y = f(a)
-    y.block_until_ready()
-    return 2 * n**3 / ((time.perf_counter() - tic) / reps) / 1e9
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[int, float]:
@@ -116,7 +103,8 @@ def main() -> None:
     what = [args.only] if args.only else ["test", "demo"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     logs = Path(tempfile.mkdtemp(prefix="mbrlax-cold-logs-"))
-    res: dict = {"commit": commit, "machine": machine(), "gemm_gflops": gemm_gflops(), "target_seconds": TARGET_SECONDS,
+    res: dict = {"commit": commit, "machine": machine(), "gemm_gflops": gemm_rate(1024, 1024, 1024, 10),
+                 "target_seconds": TARGET_SECONDS,
                  "repeats": []}
     for i in range(args.repeats):
         res["repeats"].append(one_repeat(what, logs, i))
