@@ -89,29 +89,53 @@ def _medians(curves: list[tuple[list[int], list[float]]], grid: np.ndarray) -> l
     return out
 
 
-def report(seeds: list[int], steps: int, timing: dict) -> dict:
+def _carried(previous: dict) -> dict[tuple[str, str], dict]:
+    """The runs of an earlier report, by (variant, "s<seed>"), each with the machine it was run on (reports
+    before runs carried their own machine record it once, at the top)."""
+    top = previous.get("machine", {})
+    return {(v, s): {**r, "machine": r.get("machine", top)}
+            for v, res in previous.get("variants", {}).items() for s, r in res.get("runs", {}).items()}
+
+
+def report(seeds: list[int], steps: int, timing: dict, previous: dict | None = None) -> dict:
+    """Curves and medians of every variant's runs. A run measured before (in `previous`, the report this one
+    replaces) whose directory is not here, or is here but shorter, is carried over with the machine it ran on:
+    run directories are not kept from one machine to the next, and the runs are deterministic (a rerun gives
+    the same curve), so a report grows across machines instead of losing what is not rerun."""
     grid = np.arange(INIT_STEPS, steps + 1, 4000)
     projected = {v: t["seconds_per_step"] * (steps - INIT_STEPS) / 3600 for v, t in timing.items() if t.get("steps")}
+    here = machine()
+    carried = _carried(previous or {})
     out: dict = {"env": ENV, "env_kwargs": EPISODE, "target_steps": steps, "seeds": seeds, "grid_steps": grid.tolist(),
-                 "machine": machine(), "variants": {},
+                 "machine": here, "variants": {},
                  "timing": timing, "projected_hours_per_run_at_target_steps": projected,
                  "timing_note": "seconds per real step past the 5000 random steps, wall clock of this script's runs "
                                 "(one run at a time) on the machine above"}
     for variant in VARIANTS:
-        runs_: dict[str, dict[str, list]] = {}
+        runs_: dict[str, dict] = {}
         for seed in seeds:
-            d = run_dir(variant, seed)
+            d, name = run_dir(variant, seed), f"s{seed}"
+            old = carried.get((variant, name))
             if (d / "metrics.jsonl").exists():
                 x, y = eval_curve(d)
-                runs_[f"s{seed}"] = {"eval_steps": x, "eval_returns": y}
+                if not (old and old["eval_steps"] and (not x or x[-1] < old["eval_steps"][-1])):
+                    runs_[name] = {"eval_steps": x, "eval_returns": y, "machine": here}
+                    continue
+            if old:
+                runs_[name] = old
         if not runs_:
             continue
         curves = [(r["eval_steps"], r["eval_returns"]) for r in runs_.values()]
-        finals = [r["eval_returns"][-1] for r in runs_.values() if r["eval_steps"] and r["eval_steps"][-1] >= steps]
+        finals = [float(np.interp(steps, x, y)) for x, y in curves if x and x[-1] >= steps]
+        # the longest length every seed has reached, and the median there (variants may be run to different lengths)
+        common = min(x[-1] if x else 0 for x, _ in curves) if len(curves) == len(seeds) else 0
+        at_common = [float(np.interp(common, x, y)) for x, y in curves] if common else []
         out["variants"][variant] = {
             "runs": runs_, "median_curve": _medians(curves, grid),
             "final_median": float(np.median(finals)) if len(finals) == len(seeds) else None,
             "final_returns": finals,
+            "common_steps": common, "median_at_common_steps": float(np.median(at_common)) if at_common else None,
+            "returns_at_common_steps": at_common,
         }
     return out
 
@@ -157,10 +181,12 @@ def main() -> None:
     ap.add_argument("--out", default=NAME, help="name of the JSON/PNG in benchmarks/results/")
     args = ap.parse_args()
     json_path = RESULTS / f"{args.out}.json"
-    timing = json.loads(json_path.read_text()).get("timing", {}) if json_path.exists() else {}
+
+    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    timing = previous.get("timing", {})
 
     def write() -> None:
-        res = report(args.seeds, args.steps, timing)
+        res = report(args.seeds, args.steps, timing, previous)
         write_json(f"{args.out}.json", res)
         plot(res, RESULTS / f"{args.out}.png")
 
@@ -179,7 +205,8 @@ def main() -> None:
     write()
     res = json.loads(json_path.read_text())
     for v, r in res["variants"].items():
-        print(f"{v:10s} final median {r['final_median']}  ({len(r['runs'])} runs)")
+        print(f"{v:10s} final median {r['final_median']}; median {r['median_at_common_steps']} at "
+              f"{r['common_steps']} steps, reached by all {len(r['runs'])} runs")
 
 
 if __name__ == "__main__":
