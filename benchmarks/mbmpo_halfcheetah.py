@@ -89,23 +89,30 @@ def _medians(curves: list[tuple[list[int], list[float]]], grid: np.ndarray) -> l
     return out
 
 
-def _carried(previous: dict) -> dict[tuple[str, str], dict]:
-    """The runs of an earlier report, by (variant, "s<seed>"), each with the machine it was run on (reports
-    before runs carried their own machine record it once, at the top)."""
-    top = previous.get("machine", {})
-    return {(v, s): {**r, "machine": r.get("machine", top)}
-            for v, res in previous.get("variants", {}).items() for s, r in res.get("runs", {}).items()}
+def _carried(previous: list[dict]) -> dict[tuple[str, str], dict]:
+    """The runs of earlier reports, by (variant, "s<seed>"), the longest where several have one, each with the
+    machine it was run on (reports from before runs carried their own machine record it once, at the top)."""
+    out: dict[tuple[str, str], dict] = {}
+    for rep in previous:
+        top = rep.get("machine", {})
+        for v, res in rep.get("variants", {}).items():
+            for s, r in res.get("runs", {}).items():
+                old = out.get((v, s))
+                if old is None or (r["eval_steps"] or [0])[-1] > (old["eval_steps"] or [0])[-1]:
+                    out[(v, s)] = {**r, "machine": r.get("machine", top)}
+    return out
 
 
-def report(seeds: list[int], steps: int, timing: dict, previous: dict | None = None) -> dict:
-    """Curves and medians of every variant's runs. A run measured before (in `previous`, the report this one
-    replaces) whose directory is not here, or is here but shorter, is carried over with the machine it ran on:
-    run directories are not kept from one machine to the next, and the runs are deterministic (a rerun gives
-    the same curve), so a report grows across machines instead of losing what is not rerun."""
+def report(seeds: list[int], steps: int, timing: dict, previous: list[dict] | None = None) -> dict:
+    """Curves and medians of every variant's runs. A run measured before (in `previous`: the report this one
+    replaces, and any merged) whose directory is not here, or is here but shorter, is carried over with the
+    machine it ran on: run directories are not kept from one machine to the next, and the runs are
+    deterministic (a rerun gives the same curve), so a report grows across machines instead of losing what is
+    not rerun."""
     grid = np.arange(INIT_STEPS, steps + 1, 4000)
     projected = {v: t["seconds_per_step"] * (steps - INIT_STEPS) / 3600 for v, t in timing.items() if t.get("steps")}
     here = machine()
-    carried = _carried(previous or {})
+    carried = _carried(previous or [])
     out: dict = {"env": ENV, "env_kwargs": EPISODE, "target_steps": steps, "seeds": seeds, "grid_steps": grid.tolist(),
                  "machine": here, "variants": {},
                  "timing": timing, "projected_hours_per_run_at_target_steps": projected,
@@ -179,11 +186,25 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--report-only", action="store_true", help="only collect what has been run so far")
     ap.add_argument("--out", default=NAME, help="name of the JSON/PNG in benchmarks/results/")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="NAME",
+                    help="reports (benchmarks/results/NAME.json) of runs made side by side under other --out names: "
+                         "their runs are carried like this report's own, and their summed timings replace its timing")
     args = ap.parse_args()
     json_path = RESULTS / f"{args.out}.json"
 
-    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
-    timing = previous.get("timing", {})
+    previous = [json.loads(json_path.read_text())] if json_path.exists() else []
+    timing = previous[0].get("timing", {}) if previous else {}
+    merged = [json.loads((RESULTS / f"{m}.json").read_text()) for m in args.merge]
+    if merged:
+        timing = {}
+        for rep in merged:
+            for v, t in rep.get("timing", {}).items():
+                acc = timing.setdefault(v, {"seconds": 0.0, "steps": 0, "load_avg_1min": []})
+                acc["seconds"] += t["seconds"]
+                acc["steps"] += t["steps"]
+                acc["load_avg_1min"] += t["load_avg_1min"]
+                acc["seconds_per_step"] = acc["seconds"] / max(acc["steps"], 1)
+        previous += merged
 
     def write() -> None:
         res = report(args.seeds, args.steps, timing, previous)
