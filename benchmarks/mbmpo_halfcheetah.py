@@ -12,10 +12,12 @@ deterministic policy (MB-MPO: the pre-update policy, as the paper reports), medi
 grid of real steps.
 
 Runs are resumable: re-running continues unfinished runs (from their last checkpoint) and skips finished ones;
-the JSON and PNG are rewritten after every run, from whatever has been run so far.
+the JSON and PNG are rewritten after every run, from whatever has been run so far. Runs not here (a new machine)
+are carried from the report being replaced, with the machine they ran on. Processes run side by side need
+disjoint seeds or variants and their own --out; `--merge` folds their reports into one.
 
     python benchmarks/mbmpo_halfcheetah.py [--steps 100000] [--seeds 0 1 2] [--variants mbmpo metrpo mbpo ...]
-    python benchmarks/mbmpo_halfcheetah.py --report-only
+    python benchmarks/mbmpo_halfcheetah.py --report-only [--merge OUT_A OUT_B ...]
 
 Writes benchmarks/results/mbmpo_halfcheetah.json and .png (run directories under benchmarks/runs/mbmpo_halfcheetah/).
 """
@@ -108,7 +110,8 @@ def report(seeds: list[int], steps: int, timing: dict, previous: list[dict] | No
     replaces, and any merged) whose directory is not here, or is here but shorter, is carried over with the
     machine it ran on: run directories are not kept from one machine to the next, and the runs are
     deterministic (a rerun gives the same curve), so a report grows across machines instead of losing what is
-    not rerun."""
+    not rerun. A run read from its directory here gets this machine's record, whose commit is the report's (run
+    directories do not record the commit they were trained at)."""
     grid = np.arange(INIT_STEPS, steps + 1, 4000)
     projected = {v: t["seconds_per_step"] * (steps - INIT_STEPS) / 3600 for v, t in timing.items() if t.get("steps")}
     here = machine()
@@ -208,6 +211,11 @@ def main() -> None:
 
     def write() -> None:
         res = report(args.seeds, args.steps, timing, previous)
+        if merged:
+            res["timing_note"] = (f"seconds per real step past the 5000 random steps, summed over the reports "
+                                  f"{', '.join(args.merge)}, whose processes ran side by side on the machine above "
+                                  f"(see load_avg_1min): upper bounds of a run alone. A meta step alone: "
+                                  f"results/mbmpo_speed.json")
         write_json(f"{args.out}.json", res)
         plot(res, RESULTS / f"{args.out}.png")
 
