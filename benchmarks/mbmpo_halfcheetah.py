@@ -91,6 +91,10 @@ def _medians(curves: list[tuple[list[int], list[float]]], grid: np.ndarray) -> l
     return out
 
 
+def _last_step(run: dict) -> int:
+    return (run["eval_steps"] or [0])[-1]
+
+
 def _carried(previous: list[dict]) -> dict[tuple[str, str], dict]:
     """The runs of earlier reports, by (variant, "s<seed>"), the longest where several have one, each with the
     machine it was run on (reports from before runs carried their own machine record it once, at the top)."""
@@ -100,9 +104,16 @@ def _carried(previous: list[dict]) -> dict[tuple[str, str], dict]:
         for v, res in rep.get("variants", {}).items():
             for s, r in res.get("runs", {}).items():
                 old = out.get((v, s))
-                if old is None or (r["eval_steps"] or [0])[-1] > (old["eval_steps"] or [0])[-1]:
+                if old is None or _last_step(r) > _last_step(old):
                     out[(v, s)] = {**r, "machine": r.get("machine", top)}
     return out
+
+
+def _local_run(d: Path, here: dict) -> dict | None:
+    if not (d / "metrics.jsonl").exists():
+        return None
+    x, y = eval_curve(d)
+    return {"eval_steps": x, "eval_returns": y, "machine": here}
 
 
 def report(seeds: list[int], steps: int, timing: dict, previous: list[dict] | None = None) -> dict:
@@ -125,14 +136,9 @@ def report(seeds: list[int], steps: int, timing: dict, previous: list[dict] | No
         runs_: dict[str, dict] = {}
         for seed in seeds:
             d, name = run_dir(variant, seed), f"s{seed}"
-            old = carried.get((variant, name))
-            if (d / "metrics.jsonl").exists():
-                x, y = eval_curve(d)
-                if not (old and old["eval_steps"] and (not x or x[-1] < old["eval_steps"][-1])):
-                    runs_[name] = {"eval_steps": x, "eval_returns": y, "machine": here}
-                    continue
-            if old:
-                runs_[name] = old
+            found = [r for r in (_local_run(d, here), carried.get((variant, name))) if r]
+            if found:
+                runs_[name] = max(found, key=_last_step)  # the run here where it is as long (max keeps the first)
         if not runs_:
             continue
         curves = [(r["eval_steps"], r["eval_returns"]) for r in runs_.values()]

@@ -34,7 +34,6 @@ from common import RESULTS, machine, write_json, xla_flops  # noqa: E402
 from sac_speed import gemm_rate  # noqa: E402
 
 from mbrlax.agents import maml as M  # noqa: E402
-from mbrlax.agents.ppo import trust_region_step  # noqa: E402
 from mbrlax.algorithms import mbmpo  # noqa: E402
 from mbrlax.envs.make import make  # noqa: E402
 
@@ -79,11 +78,6 @@ def main() -> None:
     def evaluate(f):
         return M.meta_objective_and_kl(agent.policy_net, unravel(f), *margs)
 
-    def outer(f):
-        return trust_region_step(evaluate, M.meta_fvp(agent.policy_net, unravel(f), *margs), f,
-                                 max_kl=agent.max_kl, cg_iters=agent.cg_iters, cg_damping=agent.cg_damping,
-                                 backtrack_iters=agent.backtrack_iters, prefix="outer/")
-
     def fvp_product(f, v):
         return M.meta_fvp(agent.policy_net, unravel(f), *margs)(v)
 
@@ -92,7 +86,8 @@ def main() -> None:
         return fvp(fvp(v))
 
     value_and_grad = jax.value_and_grad(lambda f: evaluate(f)[0])
-    _, info = jax.jit(outer)(flat)
+    outer = jax.jit(agent.outer_step)
+    _, info = outer(params, pre, post)
     backtracks = float(info["outer/backtracks"]) + 1  # evaluations in the line search
 
     # FLOPs of loop-free pieces, times their trip counts
@@ -113,7 +108,7 @@ def main() -> None:
                                                       f_imagine),
         "inner step (adapt_all)": (timed(adapt, params, pre, repeats=args.repeats), None),
         "imagine adapted": (timed(imagine_post, adapted, key, repeats=args.repeats), f_imagine),
-        "outer TRPO step": (timed(jax.jit(outer), flat, repeats=args.repeats), f_outer),
+        "outer TRPO step": (timed(outer, params, pre, post, repeats=args.repeats), f_outer),
     }
     detail = {
         "outer: value_and_grad of M": timed(jax.jit(value_and_grad), flat, repeats=args.repeats),

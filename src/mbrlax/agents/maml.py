@@ -388,16 +388,22 @@ class MAML:
         adapted = adapt_all(self.policy_net, params, pre, self.inner_lr, self.inner_type)
         # trajectories of the adapted policies; the outer TRPO step through the inner step
         post, post_ret = self.imagine(adapted, True, dyn, self._starts(pool, k3), k4)
+        new, info = self.outer_step(params, pre, post)
+        inner_kl = jax.vmap(mean_kl, (None, 0, 0))(self.policy_net, adapted, pre).mean()
+        info = {**info, "maml/pre_return": pre_ret.mean(), "maml/post_return": post_ret.mean(),
+                "maml/adaptation_gain": (post_ret - pre_ret).mean(), "maml/inner_kl": inner_kl,
+                "maml/log_std": self.policy_net.apply(params, pool[:1])[1].mean()}
+        return new, info
+
+    def outer_step(self, params: Any, pre: TaskBatch, post: TaskBatch) -> tuple[Any, dict]:
+        """The outer TRPO step on θ through the inner step, from the T-stacked batches of the pre-update and the
+        adapted policies: (new θ, the step's "outer/" infos)."""
         flat, unravel = ravel_pytree(params)
         args = (pre, post, self.inner_lr, self.inner_type)
         new, info = trust_region_step(
             lambda f: meta_objective_and_kl(self.policy_net, unravel(f), *args),
             meta_fvp(self.policy_net, params, *args), flat, max_kl=self.max_kl, cg_iters=self.cg_iters,
             cg_damping=self.cg_damping, backtrack_iters=self.backtrack_iters, prefix="outer/")
-        inner_kl = jax.vmap(mean_kl, (None, 0, 0))(self.policy_net, adapted, pre).mean()
-        info = {**info, "maml/pre_return": pre_ret.mean(), "maml/post_return": post_ret.mean(),
-                "maml/adaptation_gain": (post_ret - pre_ret).mean(), "maml/inner_kl": inner_kl,
-                "maml/log_std": self.policy_net.apply(params, pool[:1])[1].mean()}
         return unravel(new), info
 
     def adapt(self, params: Any, dyn: Any, pool: jax.Array, key: jax.Array) -> tuple[Any, jax.Array]:
